@@ -59,7 +59,9 @@ def _default_to_sentence_types(kwargs: dict[str, Any]) -> None:
     id2label = kwargs.get("id2label")
     num_labels = kwargs.get("num_labels")
     if id2label is not None and num_labels is not None and len(id2label) != num_labels:
-        raise ValueError(f"num_labels={num_labels} disagrees with id2label, which has {len(id2label)} labels: {id2label}")
+        raise ValueError(
+            f"num_labels={num_labels} disagrees with id2label, which has {len(id2label)} labels: {id2label}"
+        )
     if id2label is None and num_labels in (None, len(SENTENCE_TYPES)):
         kwargs.pop("num_labels", None)
         id2label = kwargs["id2label"] = dict(enumerate(SENTENCE_TYPES))

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from kosenttype import KoSentTypeConfig, KoSentTypeForSequenceClassification
 from kosenttype.script_utils import save_tokenizer_for_hub, tiny_encoder_config, train_wordpiece_tokenizer
 
@@ -31,7 +30,7 @@ KOREAN_SENTENCES = [
     "기상청은 주말에 전국에 비가 올 것이라고 예보했다.",
     "혹시 내일 시간 괜찮으세요?",
     "정말 고마워요, 덕분에 살았어요!",
-    "\"이번에는 꼭 이기고 돌아오겠습니다.\"",
+    '"이번에는 꼭 이기고 돌아오겠습니다."',
     "Apple과 삼성전자의 실적 발표가 이어졌다.",
     "오늘 날씨 진짜 좋다 😊",
 ]
@@ -40,7 +39,9 @@ TINY_MAX_LENGTH = 64
 
 def tiny_config(**overrides) -> KoSentTypeConfig:
     """A classifier config around a 2-layer RoBERTa small enough to run anywhere in milliseconds."""
-    encoder = tiny_encoder_config(vocab_size=overrides.pop("vocab_size", 300), hidden_size=32, max_length=TINY_MAX_LENGTH)
+    encoder = tiny_encoder_config(
+        vocab_size=overrides.pop("vocab_size", 300), hidden_size=32, max_length=TINY_MAX_LENGTH
+    )
     return KoSentTypeConfig(encoder_config=encoder, backbone_name=None, **overrides)
 
 
