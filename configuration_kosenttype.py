@@ -6,7 +6,7 @@ without fetching the backbone it was trained from.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import AutoConfig, PretrainedConfig
 
@@ -91,7 +91,7 @@ class KoSentTypeConfig(PretrainedConfig):
     """
 
     model_type = "kosenttype"
-    sub_configs = {"encoder_config": AutoConfig}
+    sub_configs: ClassVar[dict[str, type]] = {"encoder_config": AutoConfig}
 
     def __init__(
         self,

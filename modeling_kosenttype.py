@@ -140,7 +140,7 @@ class KoSentTypeForSequenceClassification(KoSentTypePreTrainedModel):
         output_loading_info: bool = False,
         **config_overrides: Any,
     ) -> KoSentTypeForSequenceClassification | tuple[KoSentTypeForSequenceClassification, dict[str, list[str]]]:
-        """A classifier whose encoder weights come from a pretrained encoder and whose head is new: where training starts.
+        """A classifier with a pretrained encoder's weights and a new head: where training starts.
 
         `backbone` is a Hub id or a local folder of an encoder `AutoModel` can load; `config_overrides` go to
         [`KoSentTypeConfig`] (`pooling`, `classifier_dropout`, `id2label`, …).

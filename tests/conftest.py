@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from kosenttype import KoSentTypeConfig, KoSentTypeForSequenceClassification
 from kosenttype.script_utils import save_tokenizer_for_hub, tiny_encoder_config, train_wordpiece_tokenizer
 
