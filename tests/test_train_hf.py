@@ -1,0 +1,407 @@
+"""train_hf.py: reading the data, bad input, a full tiny run from scratch, resume, k-fold, and the saved package.
+
+The training runs use an encoder trained from scratch (2 layers, hidden 32) and a WordPiece tokenizer built here,
+the same way the quickstart does, since no backbone can be downloaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import KOREAN_SENTENCES, REPO_ROOT, TINY_MAX_LENGTH, run_python
+from safetensors.torch import load_file
+from sklearn.metrics import accuracy_score, f1_score
+
+from kosenttype import SENTENCE_TYPES
+from kosenttype.script_utils import save_tokenizer_for_hub, tiny_encoder_config
+from kosenttype.train_hf import (
+    Example,
+    InputError,
+    hold_out_validation,
+    main,
+    parse_arguments,
+    preferred_mixed_precision,
+    read_labelled_file,
+    report_shared_sentences,
+)
+
+# KOREAN_SENTENCES in order: 3 사실형, 3 추론형, 3 예측형, 3 대화형, then a 사실형 and a 대화형.
+TYPE_IDS = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 0, 3]
+LABELLED = list(zip(KOREAN_SENTENCES, TYPE_IDS, strict=True))
+TRAIN_HF = REPO_ROOT / "train_hf.py"
+
+
+def write_json(path: Path, rows: list) -> Path:
+    path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+# ---- reading ----------------------------------------------------------------------------------------------------
+
+
+def test_reads_json_array_jsonl_and_csv_with_names_or_ids(tmp_path):
+    expected = [Example(text, label) for text, label in LABELLED]
+    by_name = [{"sentence": text, "label": SENTENCE_TYPES[label]} for text, label in LABELLED]
+    by_id = [{"sentence": text, "label": label} for text, label in LABELLED]
+    assert read_labelled_file(write_json(tmp_path / "a.json", by_name), SENTENCE_TYPES) == expected
+    assert read_labelled_file(write_jsonl(tmp_path / "b.jsonl", by_id), SENTENCE_TYPES) == expected
+    # JSON Lines in a .json file, as prepare_aihub.py or `datasets` may write them.
+    assert read_labelled_file(write_jsonl(tmp_path / "c.json", by_name), SENTENCE_TYPES) == expected
+    csv_rows = [[text, str(label)] for text, label in LABELLED]
+    assert (
+        read_labelled_file(write_csv(tmp_path / "d.csv", ["sentence", "label"], csv_rows), SENTENCE_TYPES) == expected
+    )
+
+
+def test_recognises_dacon_columns_and_named_columns(tmp_path):
+    # DACON's own `label` column is the combined 유형-극성-시제-확실성 string: 문장/유형 must win over it.
+    header = ["ID", "문장", "유형", "극성", "시제", "확실성", "label"]
+    rows = [
+        [
+            f"TRAIN_{index}",
+            text,
+            SENTENCE_TYPES[label],
+            "긍정",
+            "현재",
+            "확실",
+            f"{SENTENCE_TYPES[label]}-긍정-현재-확실",
+        ]
+        for index, (text, label) in enumerate(LABELLED)
+    ]
+    dacon = write_csv(tmp_path / "dacon.csv", header, rows)
+    assert read_labelled_file(dacon, SENTENCE_TYPES) == [Example(text, label) for text, label in LABELLED]
+    custom = write_jsonl(tmp_path / "custom.jsonl", [{"body": "  앞뒤 공백은 지운다.  ", "type": "예측형"}])
+    assert read_labelled_file(custom, SENTENCE_TYPES, "body", "type") == [Example("앞뒤 공백은 지운다.", 2)]
+
+
+def test_reports_sentences_shared_with_training(caplog):
+    train = [Example(text, label) for text, label in LABELLED[:8]]
+    validation = [Example(text, label) for text, label in LABELLED[5:12]]
+    with caplog.at_level("WARNING"):
+        shared = report_shared_sentences(train, validation, "train.json", "dev.json")
+    assert shared == 3
+    (message,) = [record.getMessage() for record in caplog.records]
+    assert "3 sentences of dev.json also appear in train.json" in message
+    assert KOREAN_SENTENCES[5][:20] in message
+
+
+def test_lone_training_file_gets_a_stratified_validation_part():
+    examples = [Example(f"문장 {index}", index % 4) for index in range(40)]
+    train, validation = hold_out_validation(examples, 10, seed=0)
+    assert len(train) == 36 and len(validation) == 4
+    assert sorted(example.label for example in validation) == [0, 1, 2, 3]
+    assert set(train).isdisjoint(validation)
+
+
+# ---- bad input --------------------------------------------------------------------------------------------------
+
+GOOD_ROWS = [{"sentence": text, "label": SENTENCE_TYPES[label]} for text, label in LABELLED[:4]]
+
+
+def _bad_inputs(folder: Path) -> list[tuple[Path, str]]:
+    """(file, what the one-line error must say) for each kind of bad input."""
+    unknown = [*GOOD_ROWS[:2], {"sentence": "문장이다.", "label": "감탄형"}, *GOOD_ROWS[2:]]
+    empty = [*GOOD_ROWS, {"sentence": "   ", "label": "사실형"}]
+    missing = [GOOD_ROWS[0], {"sentence": "라벨이 없다."}]
+    return [
+        (write_json(folder / "unknown.json", unknown), "unknown.json: item 3: unknown label '감탄형' in 'label'"),
+        (write_jsonl(folder / "empty.jsonl", empty), "empty.jsonl: line 5: empty text in 'sentence'"),
+        (write_jsonl(folder / "missing.jsonl", missing), "missing.jsonl: line 2: missing field 'label'"),
+        (
+            write_csv(folder / "missing.csv", ["sentence", "label"], [["문장이다.", "사실형"], ["라벨 칸이 빈 줄."]]),
+            "missing.csv: line 3: missing field 'label'",
+        ),
+        (
+            write_csv(folder / "id.csv", ["sentence", "label"], [["문장이다.", "7"]]),
+            "id.csv: line 2: unknown label '7'",
+        ),
+        (
+            write_json(folder / "nocolumn.json", [{"text": "열 이름이 다르다.", "label": 0}]),
+            "nocolumn.json: no text column",
+        ),
+        (folder / "absent.json", "absent.json: no such file"),
+        (write_json(folder / "notes.txt", GOOD_ROWS), "notes.txt: unsupported format"),
+    ]
+
+
+def test_bad_input_is_one_line_naming_file_and_row_and_writes_nothing(tmp_path, capsys):
+    good = write_json(tmp_path / "good.json", GOOD_ROWS)
+    for bad, message in _bad_inputs(tmp_path):
+        for role in ("--train_file", "--validation_file"):
+            files = {"--train_file": good, "--validation_file": good, role: bad}
+            output = tmp_path / f"out_{bad.stem}"
+            argv = [argument for pair in files.items() for argument in (pair[0], str(pair[1]))]
+            assert main([*argv, "--output_dir", str(output)]) == 2
+            error_lines = capsys.readouterr().err.strip().splitlines()
+            assert len(error_lines) == 1 and error_lines[0].startswith("error: "), error_lines
+            assert message in error_lines[0], error_lines[0]
+            assert str(bad.parent) in error_lines[0]
+            assert not output.exists()
+
+
+def test_read_errors_are_data_errors(tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"sentence": "첫 줄", "label": 0}\n{"sentence": "둘째 줄", \n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"broken.jsonl: line 2: invalid JSON"):
+        read_labelled_file(broken, SENTENCE_TYPES)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("sentence,label\ncaf\xe9,0\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin\.csv: not UTF-8"):
+        read_labelled_file(latin, SENTENCE_TYPES)
+
+
+# ---- arguments --------------------------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_published_recipe_and_a_json_file_works(tmp_path):
+    config = write_json(tmp_path / "config.json", {})
+    config.write_text(json.dumps({"train_file": "t.json", "output_dir": str(tmp_path), "cv_folds": 5}))
+    model_args, data_args, args = parse_arguments([str(config)])
+    assert model_args.model_name_or_path == "jhgan/ko-sroberta-multitask"
+    assert (data_args.cv_folds, data_args.max_seq_length, data_args.early_stopping_patience) == (5, 256, 2)
+    assert (data_args.class_weighting, data_args.weighted_sampler) == ("balanced", True)
+    assert (args.learning_rate, args.weight_decay, args.num_train_epochs) == (2e-5, 0.01, 8)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.max_grad_norm) == (32, 1, 1.0)
+    assert getattr(args, "warmup_ratio", None) or args.warmup_steps == 0.1
+    assert (args.lr_scheduler_type.value, args.eval_strategy.value, args.save_strategy.value) == (
+        "linear",
+        "epoch",
+        "epoch",
+    )
+    assert (args.load_best_model_at_end, args.metric_for_best_model, args.greater_is_better) == (True, "macro_f1", True)
+    assert args.report_to == [] or args.report_to == ["none"]
+    assert (args.bf16, args.fp16) == preferred_mixed_precision()
+    _, data_args, args = parse_arguments(
+        ["--train_file", "t.json", "--no_weighted_sampler", "--class_weighting", "none", "--num_train_epochs", "3"]
+    )
+    assert (data_args.weighted_sampler, data_args.class_weighting, args.num_train_epochs) == (False, "none", 3)
+
+
+def test_mixed_precision_prefers_bf16_then_fp16_on_gpus(monkeypatch):
+    import kosenttype.train_hf as train_hf
+
+    monkeypatch.setattr(train_hf, "is_torch_bf16_gpu_available", lambda: True)
+    assert preferred_mixed_precision() == (True, False)
+    monkeypatch.setattr(train_hf, "is_torch_bf16_gpu_available", lambda: False)
+    monkeypatch.setattr(train_hf, "is_torch_cuda_available", lambda: True)
+    assert preferred_mixed_precision() == (False, True)
+    monkeypatch.setattr(train_hf, "is_torch_cuda_available", lambda: False)
+    assert preferred_mixed_precision() == (False, False)
+
+
+# ---- training -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scratch_setup(tmp_path_factory, tiny_tokenizer) -> dict:
+    """Data files, a saved tokenizer and an encoder config: what a from-scratch run needs."""
+    folder = tmp_path_factory.mktemp("train_inputs")
+    train_rows = [{"sentence": text, "label": SENTENCE_TYPES[label]} for text, label in LABELLED[:12]] * 2
+    validation_rows = [{"sentence": text, "label": label} for text, label in LABELLED[12:] + LABELLED[:6]]
+    save_tokenizer_for_hub(tiny_tokenizer, folder / "tokenizer", max_length=TINY_MAX_LENGTH)
+    encoder = tiny_encoder_config(len(tiny_tokenizer), hidden_size=32, max_length=TINY_MAX_LENGTH)
+    encoder.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return {
+        "train": write_json(folder / "train.json", train_rows),
+        "validation": write_jsonl(folder / "dev.jsonl", validation_rows),
+        "validation_rows": validation_rows,
+        "arguments": [
+            "--encoder_config",
+            json.dumps(encoder),
+            "--tokenizer_name",
+            str(folder / "tokenizer"),
+            "--max_seq_length",
+            str(TINY_MAX_LENGTH),
+            "--classifier_dropout",
+            "0",
+            "--num_train_epochs",
+            "2",
+            "--per_device_train_batch_size",
+            "8",
+            "--learning_rate",
+            "3e-3",
+            "--disable_tqdm",
+            "true",
+            "--dataloader_pin_memory",
+            "false",
+            "--seed",
+            "3",
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def trained_run(scratch_setup, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("run") / "model"
+    argv = ["--train_file", str(scratch_setup["train"]), "--validation_file", str(scratch_setup["validation"])]
+    assert main([*argv, *scratch_setup["arguments"], "--output_dir", str(output)]) == 0
+    return output
+
+
+def test_output_is_a_hub_package_with_metrics_card_and_plot(trained_run):
+    config = json.loads((trained_run / "config.json").read_text(encoding="utf-8"))
+    assert config["model_type"] == "kosenttype" and set(config["auto_map"]) >= {
+        "AutoConfig",
+        "AutoModelForSequenceClassification",
+    }
+    tokenizer_config = json.loads((trained_run / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert tokenizer_config["tokenizer_class"] == "BertTokenizer" and "is_local" not in tokenizer_config
+    metrics = json.loads((trained_run / "eval_results.json").read_text(encoding="utf-8"))
+    assert {"eval_accuracy", "eval_macro_f1", "eval_weighted_f1", "eval_예측형_recall", "eval_대화형_support"} <= set(
+        metrics
+    )
+    card = (trained_run / "README.md").read_text(encoding="utf-8")
+    assert f"| Macro F1 | {metrics['eval_macro_f1']:.4f} |" in card and "dev.jsonl" in card
+    assert (trained_run / "eval_confusion_matrix.png").read_bytes().startswith(b"\x89PNG")
+    checkpoints = sorted(trained_run.glob("checkpoint-*"))
+    assert len(checkpoints) == 2
+    for checkpoint in checkpoints:
+        assert (checkpoint / "configuration_kosenttype.py").is_file()
+        assert (checkpoint / "modeling_kosenttype.py").is_file()
+        assert json.loads((checkpoint / "tokenizer_config.json").read_text())["tokenizer_class"] == "BertTokenizer"
+
+
+def test_saved_model_loads_in_a_fresh_process_and_reproduces_the_reported_metrics(trained_run, scratch_setup):
+    """Auto classes and pipeline with trust_remote_code in a new interpreter; macro-F1 recomputed independently."""
+    texts = [row["sentence"] for row in scratch_setup["validation_rows"]]
+    code = f"""
+import json
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+folder = {str(trained_run)!r}
+texts = {texts!r}
+model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+with torch.no_grad():
+    logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+classifier = pipeline("text-classification", model=folder, trust_remote_code=True)
+print(json.dumps({{
+    "module": type(model).__module__,
+    "argmax": logits.argmax(-1).tolist(),
+    "pipeline": [result["label"] for result in classifier(texts)],
+    "all_scores": sum(result["score"] for result in classifier(texts[0], top_k=None)),
+}}))
+"""
+    result = run_python(code)
+    assert result["module"].startswith("transformers_modules")
+    assert result["pipeline"] == [SENTENCE_TYPES[index] for index in result["argmax"]]
+    assert result["all_scores"] == pytest.approx(1.0, abs=1e-5)
+    truth = [row["label"] for row in scratch_setup["validation_rows"]]
+    reported = json.loads((trained_run / "eval_results.json").read_text(encoding="utf-8"))
+    assert reported["eval_accuracy"] == pytest.approx(accuracy_score(truth, result["argmax"]))
+    assert reported["eval_macro_f1"] == pytest.approx(
+        f1_score(truth, result["argmax"], labels=range(4), average="macro", zero_division=0)
+    )
+
+
+def test_resume_from_checkpoint_continues_to_the_same_weights(trained_run, scratch_setup, tmp_path):
+    """Resuming after epoch 1 into a new folder must end at the same weights as the uninterrupted run."""
+    first, last = sorted(trained_run.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    output = tmp_path / "resumed"
+    argv = ["--train_file", str(scratch_setup["train"]), "--validation_file", str(scratch_setup["validation"])]
+    argv += [*scratch_setup["arguments"], "--output_dir", str(output), "--resume_from_checkpoint", str(first)]
+    assert main(argv) == 0
+    # Only the second epoch ran: a fresh start would have saved the first epoch's checkpoint too.
+    assert [path.name for path in output.glob("checkpoint-*")] == [last.name]
+    expected = load_file(last / "model.safetensors")
+    resumed = load_file(output / last.name / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_cross_validation_reports_mean_and_std_over_folds(scratch_setup, tmp_path):
+    output = tmp_path / "cv"
+    argv = ["--train_file", str(scratch_setup["train"]), "--cv_folds", "2", *scratch_setup["arguments"]]
+    assert main([*argv, "--num_train_epochs", "1", "--output_dir", str(output)]) == 0
+    summary = json.loads((output / "cv_results.json").read_text(encoding="utf-8"))
+    folds = [json.loads((output / f"fold_{k}" / "eval_results.json").read_text(encoding="utf-8")) for k in (0, 1)]
+    # Stratified: each fold holds out half of every type (24 sentences, 6 of them 대화형).
+    assert [fold["eval_대화형_support"] for fold in folds] == [3, 3]
+    for key in ("accuracy", "macro_f1", "weighted_f1", "추론형_f1"):
+        values = [fold[f"eval_{key}"] for fold in folds]
+        assert summary["mean"][key] == pytest.approx(np.mean(values))
+        assert summary["std"][key] == pytest.approx(np.std(values, ddof=1))
+    assert len(summary["folds"]) == 2 and set(summary["folds"][0]) == {
+        "accuracy",
+        "macro_f1",
+        "weighted_f1",
+        "per_label",
+    }
+
+
+class RecordingHubApi:
+    """Stands in for huggingface_hub's HfApi in transformers.trainer: records the repo and the uploaded folder."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.uploads: list[dict] = []
+
+    def create_repo(self, repo_id: str, **kwargs):
+        self.created.append(repo_id)
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def upload_folder(self, *, repo_id: str, folder_path: str, **kwargs):
+        folder = Path(folder_path)
+        files = sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+        card = (folder / "README.md").read_text(encoding="utf-8")
+        self.uploads.append({"repo_id": repo_id, "files": files, "card": card, "ignore": kwargs.get("ignore_patterns")})
+
+
+def test_push_to_hub_uploads_the_package_with_our_card(scratch_setup, tmp_path, monkeypatch):
+    api = RecordingHubApi()
+    monkeypatch.setattr("transformers.trainer.hf_api", lambda: api)
+    output = tmp_path / "pushed"
+    argv = ["--train_file", str(scratch_setup["train"]), "--validation_file", str(scratch_setup["validation"])]
+    argv += [*scratch_setup["arguments"], "--num_train_epochs", "1", "--output_dir", str(output)]
+    argv += ["--push_to_hub", "--hub_model_id", "someone/kosenttype-test", "--hub_strategy", "end"]
+    assert main(argv) == 0
+    assert api.created == ["someone/kosenttype-test"]
+    (upload,) = api.uploads
+    assert upload["repo_id"] == "someone/kosenttype-test"
+    assert {"config.json", "model.safetensors", "modeling_kosenttype.py", "tokenizer.json", "README.md"} <= set(
+        upload["files"]
+    )
+    assert "## Labels" in upload["card"] and 'model="someone/kosenttype-test"' in upload["card"]
+
+
+def test_torchrun_on_two_cpu_processes_trains_one_model_on_shards(scratch_setup, tmp_path):
+    """The command itself under torchrun, without --use_cpu: the processes must train together (each on its shard:
+    half the steps of one process), not each alone on all the data."""
+    output = tmp_path / "ddp"
+    argv = ["--train_file", str(scratch_setup["train"]), "--validation_file", str(scratch_setup["validation"])]
+    argv += [*scratch_setup["arguments"], "--num_train_epochs", "1", "--output_dir", str(output)]
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(TRAIN_HF), *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    state = json.loads((output / "trainer_state.json").read_text(encoding="utf-8"))
+    assert state["global_step"] == 2  # 24 sentences, 8 per process and step, 2 processes
+    assert completed.stdout.count("eval (8 sentences)") == 1  # the table is printed once, by the main process
+    assert (output / "model.safetensors").is_file() and (output / "README.md").is_file()
