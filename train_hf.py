@@ -211,6 +211,8 @@ class RecipeTrainingArguments(TrainingArguments):
             self.use_cpu = True
         if self.auto_mixed_precision and not (self.bf16 or self.fp16 or self.use_cpu):
             self.bf16, self.fp16 = preferred_mixed_precision()
+        if not is_torch_cuda_available():
+            self.dataloader_pin_memory = False  # pinning needs a GPU; without one torch warns at every epoch
         super().__post_init__()
 
 
