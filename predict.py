@@ -18,7 +18,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -39,6 +38,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 from transformers.utils.logging import disable_progress_bar
+
+from kosenttype.script_utils import atomic_text_output
 
 PROGRAM = "kosenttype-predict"
 DEFAULT_TEXT_COLUMNS = ("sentence", "text", "문장")
@@ -289,24 +290,10 @@ def open_output(path: str) -> Iterator[TextIO]:
         raise FatalError(f"cannot write {path}: folder {target.parent} does not exist")
     if target.is_dir():
         raise FatalError(f"cannot write {path}: it is a folder")
-    try:
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as error:
-        raise FatalError(f"cannot write {path}: {error.strerror}") from error
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            yield stream
-        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes it 0600; give it a normal file's mode
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    if not os.access(target.parent, os.W_OK):
+        raise FatalError(f"cannot write {path}: folder {target.parent} is not writable")
+    with atomic_text_output(target) as stream:
+        yield stream
 
 
 # ---------------------------------------------------------------------------------------------------------------

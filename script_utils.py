@@ -9,9 +9,10 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -274,24 +275,32 @@ def _card_limitations() -> str:
     )
 
 
-def write_text_atomically(path: str | os.PathLike, text: str | Iterable[str]) -> Path:
-    """Write UTF-8 text (one string or pieces of it) to `path` through a temporary file renamed over it at the end.
+@contextmanager
+def atomic_text_output(path: str | os.PathLike) -> Iterator[TextIO]:
+    """A UTF-8 text stream whose content lands at `path` only once the `with` block finishes without error.
 
-    A crash, a full disk or an exception in the producer of `text` then leaves either the previous file or the
-    complete new one, never a half-written file a later step would take for a whole one. The temporary file sits
-    in the same folder (a rename is atomic only within one file system) and is opened normally, so the result gets
-    the usual permissions rather than `mkstemp`'s owner-only ones.
+    A crash, a full disk or an exception in the producer then leaves either the previous file or the complete new
+    one, never a half-written file a later step would take for a whole one. The temporary file sits in the same
+    folder (a rename is atomic only within one file system) and is opened normally, so the result gets the usual
+    permissions rather than `mkstemp`'s owner-only ones. Newlines are written as given (`csv` needs that).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
-            handle.writelines([text] if isinstance(text, str) else text)
+        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            yield handle
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomically(path: str | os.PathLike, text: str | Iterable[str]) -> Path:
+    """Write UTF-8 text (one string or pieces of it, consumed lazily) to `path` with `atomic_text_output`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_text_output(path) as handle:
+        handle.writelines([text] if isinstance(text, str) else text)
     return path
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
+
+# Tiny models on 2 cores: one thread each is many times faster than torch's default (every small op would wait for
+# the other thread), and subprocesses inherit it. Set before torch starts its thread pool.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import json
 import subprocess
 import sys
 import tempfile
