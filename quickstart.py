@@ -17,7 +17,12 @@ from sklearn.model_selection import train_test_split
 from transformers import pipeline
 
 from kosenttype import predict, train_hf
-from kosenttype.script_utils import save_tokenizer_for_hub, tiny_encoder_config, train_wordpiece_tokenizer
+from kosenttype.script_utils import (
+    save_tokenizer_for_hub,
+    tiny_encoder_config,
+    train_wordpiece_tokenizer,
+    write_text_atomically,
+)
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "data" / "sample_sentences.jsonl"
 # New sentences, written for this demo and absent from the sample set, one of each type.
@@ -51,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def split_sample_data(output_dir: Path, seed: int) -> dict[str, Path]:
+def split_sample_data(seed: int) -> dict[str, list[dict]]:
     """Stratified 70/15/15 split: training, validation (picks the best epoch) and a test part it never sees."""
     records = [json.loads(line) for line in SAMPLE_DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
     labels = [record["label"] for record in records]
@@ -59,24 +64,28 @@ def split_sample_data(output_dir: Path, seed: int) -> dict[str, Path]:
     validation, test = train_test_split(
         rest, test_size=0.5, stratify=[record["label"] for record in rest], random_state=seed
     )
-    data_dir = output_dir / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    return {"train": train, "validation": validation, "test": test}
+
+
+def write_splits(parts: dict[str, list[dict]], output_dir: Path) -> dict[str, Path]:
+    """Each part as JSON Lines, the format `train_hf.py` reads."""
     paths = {}
-    for name, part in (("train", train), ("validation", validation), ("test", test)):
-        paths[name] = data_dir / f"{name}.jsonl"
-        paths[name].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+    for name, records in parts.items():
+        paths[name] = output_dir / "data" / f"{name}.jsonl"
+        write_text_atomically(paths[name], (json.dumps(record, ensure_ascii=False) + "\n" for record in records))
     return paths
 
 
-def build_tokenizer_and_encoder(train_file: Path, output_dir: Path, settings: QuickstartSettings) -> tuple[Path, Path]:
+def build_tokenizer_and_encoder(
+    sentences: list[str], output_dir: Path, settings: QuickstartSettings
+) -> tuple[Path, Path]:
     """The from-scratch stand-ins for the real backbone: its tokenizer layout and a RoBERTa of toy size."""
-    sentences = [json.loads(line)["sentence"] for line in train_file.read_text(encoding="utf-8").splitlines()]
     tokenizer = train_wordpiece_tokenizer(sentences, vocab_size=settings.vocab_size)
     tokenizer_dir = output_dir / "tokenizer"
     save_tokenizer_for_hub(tokenizer, tokenizer_dir, max_length=MAX_LENGTH)
     encoder_file = output_dir / "encoder_config.json"
     encoder = tiny_encoder_config(len(tokenizer), hidden_size=settings.hidden_size, max_length=MAX_LENGTH)
-    encoder_file.write_text(json.dumps(encoder, indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(encoder_file, json.dumps(encoder, indent=2) + "\n")
     return tokenizer_dir, encoder_file
 
 
@@ -129,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = QUICK if args.quick else FULL
     output_dir = args.output_dir
     model_dir = output_dir / "model"
-    paths = split_sample_data(output_dir, args.seed)
-    tokenizer_dir, encoder_file = build_tokenizer_and_encoder(paths["train"], output_dir, settings)
+    parts = split_sample_data(args.seed)
+    paths = write_splits(parts, output_dir)
+    train_sentences = [record["sentence"] for record in parts["train"]]
+    tokenizer_dir, encoder_file = build_tokenizer_and_encoder(train_sentences, output_dir, settings)
     status = train_hf.main(training_arguments(paths, tokenizer_dir, encoder_file, model_dir, settings, args.seed))
     if status != 0:
         return status

@@ -802,13 +802,12 @@ def run_training(
 
 def _early_stopping(patience: int, args: TrainingArguments) -> list[EarlyStoppingCallback]:
     """Early stopping compares evaluations by the best-model metric, so it needs load_best_model_at_end."""
-    if patience > 0 and not args.load_best_model_at_end:
+    if patience <= 0:
+        return []
+    if not args.load_best_model_at_end:
         logger.warning("Early stopping is off: it needs --load_best_model_at_end (and an eval strategy).")
-    return (
-        [EarlyStoppingCallback(early_stopping_patience=patience)]
-        if patience > 0 and args.load_best_model_at_end
-        else []
-    )
+        return []
+    return [EarlyStoppingCallback(early_stopping_patience=patience)]
 
 
 def _resume_target(value: str | None) -> str | bool | None:
