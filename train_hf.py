@@ -952,7 +952,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        close_process_group()
     return 0
+
+
+def close_process_group() -> None:
+    """Shut torchrun's process group down before exit: left open, gloo's threads can abort a finished process
+    ("terminate called without an active exception") and turn a successful run into a failed one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -255,11 +255,13 @@ def test_trainer_feeds_each_epoch_its_seeded_draw(tmp_path):
 
 WORKER = """
 import json, sys
+import torch.distributed
 sys.path.insert(0, {tests!r})
 from test_weighted_trainer import run_recorded_training
 result = run_recorded_training({output!r}, batch_size=4, epochs=2)
 with open({output!r} + f"/rank{{result['rank']}}.json", "w") as handle:
     json.dump(result, handle)
+torch.distributed.destroy_process_group()  # else gloo's threads can abort the process as it exits
 """
 
 
