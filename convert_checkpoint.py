@@ -32,7 +32,8 @@ from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, Pretrained
 
 from kosenttype import SENTENCE_TYPES, KoSentTypeConfig, KoSentTypeForSequenceClassification
 from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
-from kosenttype.script_utils import save_tokenizer_for_hub, write_model_card
+from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+from kosenttype.model_card import write_model_card
 
 DEFAULT_MAX_LENGTH = 256
 MAX_ABS_LOGIT_DIFF = 1e-5

@@ -39,7 +39,7 @@ from transformers import (
 )
 from transformers.utils.logging import disable_progress_bar
 
-from kosenttype.script_utils import atomic_text_output
+from kosenttype.atomic_output import atomic_text_output
 
 PROGRAM = "kosenttype-predict"
 DEFAULT_TEXT_COLUMNS = ("sentence", "text", "문장")

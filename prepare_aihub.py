@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kosenttype.atomic_output import write_text_atomically
 from kosenttype.configuration_kosenttype import SENTENCE_TYPES
-from kosenttype.script_utils import write_text_atomically
 
 PROGRAM = "prepare_aihub"
 ZIP_UTF8_FLAG = 0x800

@@ -17,12 +17,9 @@ from sklearn.model_selection import train_test_split
 from transformers import pipeline
 
 from kosenttype import predict, train_hf
-from kosenttype.script_utils import (
-    save_tokenizer_for_hub,
-    tiny_encoder_config,
-    train_wordpiece_tokenizer,
-    write_text_atomically,
-)
+from kosenttype.atomic_output import write_text_atomically
+from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+from kosenttype.scratch_models import tiny_encoder_config, train_wordpiece_tokenizer
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "data" / "sample_sentences.jsonl"
 # New sentences, written for this demo and absent from the sample set, one of each type.

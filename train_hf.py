@@ -54,14 +54,11 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_cuda_available
 
 from kosenttype import SENTENCE_TYPES, KoSentTypeConfig, KoSentTypeForSequenceClassification
+from kosenttype.atomic_output import write_text_atomically
 from kosenttype.configuration_kosenttype import DEFAULT_BACKBONE
-from kosenttype.script_utils import (
-    SENTENCE_TYPE_DEFINITIONS,
-    classification_metrics,
-    save_tokenizer_for_hub,
-    write_model_card,
-    write_text_atomically,
-)
+from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+from kosenttype.metrics import classification_metrics
+from kosenttype.model_card import SENTENCE_TYPE_DEFINITIONS, write_model_card
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from torch import nn
 from transformers import RobertaConfig, RobertaModel
 
 from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
-from kosenttype.script_utils import train_wordpiece_tokenizer
+from kosenttype.scratch_models import train_wordpiece_tokenizer
 
 # Written for this benchmark: enough text for a small tokenizer.
 TOKENIZER_SENTENCES = [

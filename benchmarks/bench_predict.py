@@ -48,6 +48,7 @@ from transformers.utils.logging import disable_progress_bar
 
 from kosenttype import SENTENCE_TYPES, KoSentTypeConfig, KoSentTypeForSequenceClassification
 from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
+from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 from kosenttype.predict import (
     EngineSettings,
     classify,
@@ -57,7 +58,7 @@ from kosenttype.predict import (
     quantize_linear_layers,
     resolve_settings,
 )
-from kosenttype.script_utils import save_tokenizer_for_hub, tiny_encoder_config, train_wordpiece_tokenizer
+from kosenttype.scratch_models import tiny_encoder_config, train_wordpiece_tokenizer
 
 DACON_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dacon" / "train.csv"
 PIPELINE_BATCH_SIZE = 32

@@ -28,12 +28,9 @@ from sklearn.model_selection import train_test_split
 from transformers.utils import logging as transformers_logging
 
 from kosenttype import SENTENCE_TYPES
-from kosenttype.script_utils import (
-    classification_metrics,
-    save_tokenizer_for_hub,
-    tiny_encoder_config,
-    train_wordpiece_tokenizer,
-)
+from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+from kosenttype.metrics import classification_metrics
+from kosenttype.scratch_models import tiny_encoder_config, train_wordpiece_tokenizer
 from kosenttype.train_hf import (
     DataTrainingArguments,
     Example,

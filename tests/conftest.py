@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from kosenttype import KoSentTypeConfig, KoSentTypeForSequenceClassification
-from kosenttype.script_utils import save_tokenizer_for_hub, tiny_encoder_config, train_wordpiece_tokenizer
+from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+from kosenttype.scratch_models import tiny_encoder_config, train_wordpiece_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -31,7 +31,8 @@ from torch import nn
 from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
 from kosenttype import SENTENCE_TYPES, convert_checkpoint
-from kosenttype.script_utils import save_tokenizer_for_hub, tiny_encoder_config
+from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+from kosenttype.scratch_models import tiny_encoder_config
 
 MAX_LENGTH = 256
 LONG_SENTENCE = " ".join(KOREAN_SENTENCES * 6)

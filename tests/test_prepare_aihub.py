@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, SHARED_DATA
 
+from kosenttype.atomic_output import write_text_atomically
 from kosenttype.prepare_aihub import main, prepare
-from kosenttype.script_utils import write_text_atomically
 
 REAL_ARCHIVE = SHARED_DATA / "aihub" / "TL_뉴스_금융.zip"
 RECORD_KEYS = ["sentence", "label", "polarity", "tense", "certainty", "doc_id", "media_type", "category", "source"]

@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, f1_score
 
 from kosenttype import SENTENCE_TYPES
-from kosenttype.script_utils import save_tokenizer_for_hub, tiny_encoder_config
+from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+from kosenttype.scratch_models import tiny_encoder_config
 from kosenttype.train_hf import (
     Example,
     InputError,

@@ -22,7 +22,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from transformers import TrainerCallback, TrainingArguments
 
 from kosenttype import KoSentTypeConfig, KoSentTypeForSequenceClassification
-from kosenttype.script_utils import tiny_encoder_config
+from kosenttype.scratch_models import tiny_encoder_config
 from kosenttype.train_hf import (
     SeededWeightedRandomSampler,
     WeightedTrainer,

@@ -1,93 +1,14 @@
-"""Helpers shared by the command-line scripts (converter, trainer, predictor, quickstart).
-
-Kept apart from the two model files, which are copied to the Hub alone and must hold nothing but the model.
-"""
+"""The model card (README.md) of a saved classifier folder, shared by the converter and the trainer."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
-
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .configuration_kosenttype import KoSentTypeConfig
-
-# The special tokens in the order KLUE's vocabularies (and so jhgan/ko-sroberta-multitask) have them:
-# [CLS]=0, [PAD]=1, [SEP]=2, [UNK]=3, [MASK]=4.
-KLUE_SPECIAL_TOKENS = ("[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]")
-
-# Keys transformers 5.x writes into tokenizer_config.json that describe the machine it was saved on, not the
-# tokenizer; published folders must not carry them.
-MACHINE_LOCAL_TOKENIZER_KEYS = ("is_local", "local_files_only", "name_or_path", "_commit_hash", "cache_dir")
-
-
-def train_wordpiece_tokenizer(sentences: Iterable[str], vocab_size: int = 2000) -> PreTrainedTokenizerBase:
-    """Train a cased BERT WordPiece tokenizer with the real backbone's special-token ids.
-
-    Cased and without accent stripping, as KLUE's: lower-casing would NFD-decompose Hangul into jamo.
-    """
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(KLUE_SPECIAL_TOKENS))
-    backend.train_from_iterator(sentences, trainer)
-    vocabulary = sorted(backend.get_vocab().items(), key=lambda item: item[1])
-    with tempfile.TemporaryDirectory() as folder:
-        Path(folder, "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocabulary), encoding="utf-8")
-        tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": False, "strip_accents": False}
-        Path(folder, "tokenizer_config.json").write_text(json.dumps(tokenizer_config), encoding="utf-8")
-        return AutoTokenizer.from_pretrained(folder)
-
-
-def save_tokenizer_for_hub(tokenizer: PreTrainedTokenizerBase, folder: str | os.PathLike, max_length: int) -> None:
-    """Save a tokenizer that transformers 4.57 and 5.x both load, with nothing local to this machine in it.
-
-    5.x would otherwise record `is_local`/`local_files_only` and an unbounded `model_max_length`, and
-    `pipeline` would then never truncate.
-    """
-    tokenizer.model_max_length = max_length
-    tokenizer.save_pretrained(folder)
-    config_path = Path(folder, "tokenizer_config.json")
-    tokenizer_config: dict[str, Any] = json.loads(config_path.read_text(encoding="utf-8"))
-    for key in MACHINE_LOCAL_TOKENIZER_KEYS:
-        tokenizer_config.pop(key, None)
-    tokenizer_config["tokenizer_class"] = _hub_tokenizer_class(tokenizer)
-    config_path.write_text(json.dumps(tokenizer_config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-
-
-def _hub_tokenizer_class(tokenizer: PreTrainedTokenizerBase) -> str:
-    """The slow class name both major versions map to a fast tokenizer (`BertTokenizerFast` → `BertTokenizer`).
-
-    5.x has no `*Fast` classes and would otherwise save the generic `TokenizersBackend`, which 4.57 can't load.
-    """
-    return type(tokenizer).__name__.removesuffix("Fast")
-
-
-def tiny_encoder_config(vocab_size: int, hidden_size: int = 64, num_layers: int = 2, max_length: int = 256) -> dict:
-    """A small RoBERTa that trains from scratch on a CPU in minutes, with the real backbone's token ids."""
-    return {
-        "model_type": "roberta",
-        "vocab_size": vocab_size,
-        "hidden_size": hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": max(1, hidden_size // 32),
-        "intermediate_size": hidden_size * 4,
-        "max_position_embeddings": max_length + 2,
-        "type_vocab_size": 1,
-        "layer_norm_eps": 1e-5,
-        "pad_token_id": 1,
-        "bos_token_id": 0,
-        "eos_token_id": 2,
-    }
-
 
 # What each sentence type means, as the AI Hub annotation guidelines define them; the model card's label table.
 SENTENCE_TYPE_DEFINITIONS = {
@@ -273,62 +194,3 @@ def _card_limitations() -> str:
         "- Long inputs are truncated at the tokenizer's maximum length, so only their beginning is classified.\n"
         "- Scores are not calibrated probabilities; do not use the output alone for decisions about people."
     )
-
-
-@contextmanager
-def atomic_text_output(path: str | os.PathLike) -> Iterator[TextIO]:
-    """A UTF-8 text stream whose content lands at `path` only once the `with` block finishes without error.
-
-    A crash, a full disk or an exception in the producer then leaves either the previous file or the complete new
-    one, never a half-written file a later step would take for a whole one. The temporary file sits in the same
-    folder (a rename is atomic only within one file system) and is opened normally, so the result gets the usual
-    permissions rather than `mkstemp`'s owner-only ones. Newlines are written as given (`csv` needs that).
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="") as handle:
-            yield handle
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomically(path: str | os.PathLike, text: str | Iterable[str]) -> Path:
-    """Write UTF-8 text (one string or pieces of it, consumed lazily) to `path` with `atomic_text_output`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_text_output(path) as handle:
-        handle.writelines([text] if isinstance(text, str) else text)
-    return path
-
-
-def classification_metrics(labels: Iterable[int], predictions: Iterable[int], label_names: Sequence[str]) -> dict:
-    """Accuracy, macro-/weighted-F1 and per-label precision/recall/F1/support with scikit-learn.
-
-    scikit-learn rather than `evaluate`, which fetches its metric scripts from the Hub at run time and so fails
-    offline. Every label in `label_names` gets a row, even one absent from both `labels` and `predictions` (its
-    scores are then 0), so runs and folds always report the same keys. The shape is the one `write_model_card` reads.
-    """
-    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
-
-    labels, predictions = list(labels), list(predictions)
-    label_ids = list(range(len(label_names)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predictions, labels=label_ids, zero_division=0
-    )
-    return {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "macro_f1": float(f1_score(labels, predictions, labels=label_ids, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(labels, predictions, labels=label_ids, average="weighted", zero_division=0)),
-        "per_label": {
-            name: {
-                "precision": float(precision[index]),
-                "recall": float(recall[index]),
-                "f1": float(f1[index]),
-                "support": int(support[index]),
-            }
-            for index, name in enumerate(label_names)
-        },
-    }

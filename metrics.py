@@ -1,0 +1,35 @@
+"""Classification metrics with scikit-learn, in the one shape the logs, `eval_results.json` and the card read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+def classification_metrics(labels: Iterable[int], predictions: Iterable[int], label_names: Sequence[str]) -> dict:
+    """Accuracy, macro-/weighted-F1 and per-label precision/recall/F1/support with scikit-learn.
+
+    scikit-learn rather than `evaluate`, which fetches its metric scripts from the Hub at run time and so fails
+    offline. Every label in `label_names` gets a row, even one absent from both `labels` and `predictions` (its
+    scores are then 0), so runs and folds always report the same keys. The shape is the one `write_model_card` reads.
+    """
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    labels, predictions = list(labels), list(predictions)
+    label_ids = list(range(len(label_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predictions, labels=label_ids, zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "macro_f1": float(f1_score(labels, predictions, labels=label_ids, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(labels, predictions, labels=label_ids, average="weighted", zero_division=0)),
+        "per_label": {
+            name: {
+                "precision": float(precision[index]),
+                "recall": float(recall[index]),
+                "f1": float(f1[index]),
+                "support": int(support[index]),
+            }
+            for index, name in enumerate(label_names)
+        },
+    }
