@@ -17,16 +17,12 @@ import torch
 from conftest import KOREAN_SENTENCES, REPO_ROOT, TINY_MAX_LENGTH
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from kosenttype import SENTENCE_TYPES
-from kosenttype.predict import (
-    FatalError,
-    classify,
-    length_sorted_batches,
-    load_classifier,
-    main,
-    model_precision,
-    resolve_precision,
-)
+from kosenttype import SENTENCE_TYPES, engine, torch_backend
+from kosenttype.batching import length_sorted_batches
+from kosenttype.engine import load_classifier
+from kosenttype.errors import KoSentTypeError
+from kosenttype.predict import main
+from kosenttype.torch_backend import resolve_precision
 
 # Sentences of very different token lengths, in an order that length sorting must undo and restore.
 VARIED_SENTENCES = [
@@ -104,10 +100,10 @@ def jsonl(text: str) -> list[dict]:
 
 
 def test_order_survives_length_sorting_across_batches_and_chunks(fp32_classifier, reference):
-    model, tokenizer = fp32_classifier
-    lengths = [len(ids) for ids in tokenizer(VARIED_SENTENCES)["input_ids"]]
+    classifier = fp32_classifier
+    lengths = [len(ids) for ids in classifier.token_ids(VARIED_SENTENCES, TINY_MAX_LENGTH)]
     assert lengths != sorted(lengths)  # the test only means something if sorting moves sentences
-    predictions = list(classify(VARIED_SENTENCES, model, tokenizer, batch_size=3, chunk_size=7, top_k=4))
+    predictions = list(classifier.classify(VARIED_SENTENCES, batch_size=3, chunk_size=7, top_k=4))
     assert [prediction.id for prediction in predictions] == list(range(len(VARIED_SENTENCES)))
     for prediction, sentence in zip(predictions, VARIED_SENTENCES, strict=True):
         record = prediction.to_record(with_top_k=True)
@@ -118,8 +114,8 @@ def test_order_survives_length_sorting_across_batches_and_chunks(fp32_classifier
 
 
 def test_token_budget_splits_batches_without_changing_results(fp32_classifier, reference):
-    model, tokenizer = fp32_classifier
-    predictions = classify(VARIED_SENTENCES, model, tokenizer, batch_size=64, max_batch_tokens=40, top_k=4)
+    classifier = fp32_classifier
+    predictions = classifier.classify(VARIED_SENTENCES, batch_size=64, max_batch_tokens=40, top_k=4)
     for prediction, sentence in zip(predictions, VARIED_SENTENCES, strict=True):
         assert_matches_reference(prediction.to_record(with_top_k=True), sentence, reference)
 
@@ -127,8 +123,8 @@ def test_token_budget_splits_batches_without_changing_results(fp32_classifier, r
 def test_function_agrees_with_the_pipeline(tiny_model_dir, fp32_classifier):
     classifier = pipeline("text-classification", model=str(tiny_model_dir), trust_remote_code=True, top_k=None)
     expected = classifier(KOREAN_SENTENCES)
-    model, tokenizer = fp32_classifier
-    predictions = list(classify(KOREAN_SENTENCES, model, tokenizer, top_k=len(SENTENCE_TYPES)))
+    classifier = fp32_classifier
+    predictions = list(classifier.classify(KOREAN_SENTENCES, top_k=len(SENTENCE_TYPES)))
     for prediction, scores in zip(predictions, expected, strict=True):
         assert [label for label, _ in prediction.top_k] == [entry["label"] for entry in scores]
         assert [score for _, score in prediction.top_k] == pytest.approx([entry["score"] for entry in scores], abs=1e-5)
@@ -147,8 +143,8 @@ def test_length_sorted_batches_cover_every_index_once_within_limits():
 
 
 def test_blank_and_non_string_items_yield_errors_in_place(fp32_classifier):
-    model, tokenizer = fp32_classifier
-    predictions = list(classify(["좋은 아침입니다.", "  ", None, "감사합니다."], model, tokenizer))
+    classifier = fp32_classifier
+    predictions = list(classifier.classify(["좋은 아침입니다.", "  ", None, "감사합니다."]))
     assert [prediction.error is None for prediction in predictions] == [True, False, False, True]
     assert [prediction.error.kind for prediction in predictions if prediction.error] == ["empty", "not_text"]
     assert predictions[1].label is None and predictions[1].score is None
@@ -156,7 +152,7 @@ def test_blank_and_non_string_items_yield_errors_in_place(fp32_classifier):
 
 def test_classify_reads_its_input_lazily(fp32_classifier):
     """An endless input still yields results: memory is bounded by one chunk, not by the input."""
-    model, tokenizer = fp32_classifier
+    classifier = fp32_classifier
     consumed = 0
 
     def endless():
@@ -165,7 +161,7 @@ def test_classify_reads_its_input_lazily(fp32_classifier):
             consumed += 1
             yield sentence
 
-    first = list(itertools.islice(classify(endless(), model, tokenizer, chunk_size=16), 20))
+    first = list(itertools.islice(classifier.classify(endless(), chunk_size=16), 20))
     assert len(first) == 20
     assert consumed <= 32
 
@@ -387,15 +383,13 @@ def test_a_run_that_dies_midway_leaves_the_old_output_untouched(tmp_path, tiny_m
 
 
 def test_an_interrupted_run_leaves_no_partial_output(tmp_path, tiny_model_dir, capsys, monkeypatch):
-    import kosenttype.predict as predict
-
-    real_classify_records = predict.classify_records
+    real_classify_records = engine.Classifier.classify_records
 
     def interrupted_after_one(*args, **kwargs):
         yield next(real_classify_records(*args, **kwargs))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(predict, "classify_records", interrupted_after_one)
+    monkeypatch.setattr(engine.Classifier, "classify_records", interrupted_after_one)
     source, target = tmp_path / "input.txt", tmp_path / "output.jsonl"
     source.write_text(f"{GOOD}\n{GOOD}\n", encoding="utf-8")
     assert main(["--model", str(tiny_model_dir), "--input", str(source), "--output", str(target)]) == 130
@@ -434,35 +428,32 @@ def test_memory_stays_flat_over_a_ten_times_longer_input(tmp_path, tiny_model_di
 
 
 def test_int8_quantizes_the_encoder_and_keeps_the_head(tiny_model_dir, reference):
-    model, tokenizer = load_classifier(tiny_model_dir, device="cpu", precision="int8")
-    assert model_precision(model) == "int8"
+    classifier = load_classifier(tiny_model_dir, device="cpu", precision="int8")
+    model = classifier.backend.model
+    assert classifier.precision == "int8"
     assert isinstance(model.classifier, torch.nn.Linear)
     assert not any(type(module) is torch.nn.Linear for module in model.base_model.modules())
-    for prediction, sentence in zip(classify(KOREAN_SENTENCES, model, tokenizer), KOREAN_SENTENCES, strict=True):
+    for prediction, sentence in zip(classifier.classify(KOREAN_SENTENCES), KOREAN_SENTENCES, strict=True):
         assert prediction.score == pytest.approx(max(reference(sentence).values()), abs=0.05)
 
 
 def test_precision_choice_follows_the_hardware(monkeypatch):
-    import kosenttype.predict as predict
-
     cpu = torch.device("cpu")
-    monkeypatch.setattr(predict, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(torch_backend, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", cpu) == "fp32"
-    with pytest.raises(FatalError, match="no AVX-512 BF16 or AMX"):
+    with pytest.raises(KoSentTypeError, match="no AVX-512 BF16 or AMX"):
         resolve_precision("bf16", cpu)
-    monkeypatch.setattr(predict, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(torch_backend, "cpu_has_native_bf16", lambda: True)
     assert resolve_precision("auto", cpu) == "bf16"
     assert resolve_precision("int8", cpu) == "int8"
-    with pytest.raises(FatalError, match="runs on CPU only"):
+    with pytest.raises(KoSentTypeError, match="runs on CPU only"):
         resolve_precision("int8", torch.device("cuda"))
 
 
 def test_bf16_where_the_cpu_has_it(tiny_model_dir, reference):
-    import kosenttype.predict as predict
-
-    if not predict.cpu_has_native_bf16():
+    if not torch_backend.cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16")
-    model, tokenizer = load_classifier(tiny_model_dir, device="cpu", precision="bf16")
-    assert model_precision(model) == "bf16"
-    for prediction, sentence in zip(classify(KOREAN_SENTENCES, model, tokenizer), KOREAN_SENTENCES, strict=True):
+    classifier = load_classifier(tiny_model_dir, device="cpu", precision="bf16")
+    assert classifier.precision == "bf16"
+    for prediction, sentence in zip(classifier.classify(KOREAN_SENTENCES), KOREAN_SENTENCES, strict=True):
         assert prediction.score == pytest.approx(max(reference(sentence).values()), abs=0.02)

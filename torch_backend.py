@@ -1,0 +1,187 @@
+"""The torch backend: any transformers sequence classifier, in fp32, bf16, fp16 or int8, on a CPU or a GPU."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch import nn
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .engine import TYPE_HEAD, Classifier, classifier_from_config
+from .errors import KoSentTypeError, one_line
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+# What `--precision auto` picks on a CPU with native bf16 (AVX-512 BF16 or AMX). Against fp32 on trained
+# classifiers over 2,000 dacon sentences (benchmarks/bench_predict.py; bar: same label >= 99.5%, max probability
+# difference <= 0.02), bf16 gave the same label on 99.80-99.95% with max difference 0.005-0.007: it is the
+# default. int8 (per-channel) passed too (99.55-99.95%, 0.017-0.019) but with little margin, and only on small
+# models (2-4 layers), where the 12-layer backbone accumulates more error: it stays opt-in. GPUs stay on fp32 by
+# default: no GPU agreement run has been made.
+AUTO_CPU_PRECISION_WITH_BF16 = "bf16"
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: without them oneDNN emulates bf16 matmuls, which then run slower than fp32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise KoSentTypeError(f"unknown device {device!r} (expected cpu, cuda, cuda:N or auto)") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise KoSentTypeError(f"--device {device}: no CUDA device is available here (use --device cpu or auto)")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision to run in, refusing combinations the hardware would run badly or not at all."""
+    if precision not in PRECISIONS:
+        raise KoSentTypeError(f"unknown precision {precision!r} (expected one of: {', '.join(PRECISIONS)})")
+    on_cpu = device.type == "cpu"
+    if precision == "auto":
+        return AUTO_CPU_PRECISION_WITH_BF16 if on_cpu and cpu_has_native_bf16() else "fp32"
+    if precision == "int8" and not on_cpu:
+        raise KoSentTypeError("--precision int8 (dynamic quantization) runs on CPU only; use bf16 or fp16 on a GPU")
+    if precision == "fp16" and on_cpu:
+        raise KoSentTypeError("--precision fp16 needs a GPU; on a CPU use bf16 (where supported), int8 or fp32")
+    if precision == "bf16" and on_cpu and not cpu_has_native_bf16():
+        raise KoSentTypeError(
+            "--precision bf16: this CPU has no AVX-512 BF16 or AMX, so bf16 would be slower than fp32"
+        )
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise KoSentTypeError("--precision bf16: this GPU does not support bf16; use fp16")
+    return precision
+
+
+def quantize_linear_layers(module: nn.Module) -> None:
+    """int8 dynamic quantization, in place, of every nn.Linear inside `module`: int8 weights with one scale per
+    output channel (per-tensor scales moved probabilities about 1.5× further from fp32), activations quantized
+    on the fly per batch."""
+    with warnings.catch_warnings():  # torch marks eager quantization deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        torch.ao.quantization.quantize_dynamic(module, {nn.Linear: qconfig}, inplace=True)
+
+
+def prepare_model(model: PreTrainedModel, device: torch.device, precision: str) -> PreTrainedModel:
+    """Put a model on `device` in `precision` (one of fp32/bf16/fp16/int8), in eval mode.
+
+    int8 quantizes the encoder only: the heads are a few thousand weights, and keeping them fp32 costs nothing.
+    """
+    model = model.eval().to(device=device, dtype=TORCH_DTYPES[precision])
+    if precision == "int8":
+        quantize_linear_layers(model.base_model)
+    return model
+
+
+class TorchBackend:
+    """Runs a prepared model under `torch.inference_mode`; logits come back as float32 numpy arrays per head."""
+
+    name = "torch"
+
+    def __init__(self, model: PreTrainedModel, precision: str) -> None:
+        self.model = model
+        self.precision = precision
+        self.device = model.device.type
+        self.attribute_names = list(getattr(model.config, "attributes", None) or {})
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        device = self.model.device
+        with torch.inference_mode():
+            outputs = self.model(
+                input_ids=torch.from_numpy(input_ids).to(device, non_blocking=True),
+                attention_mask=torch.from_numpy(attention_mask).to(device, non_blocking=True),
+            )
+        heads = {TYPE_HEAD: outputs.logits}
+        heads.update(zip(self.attribute_names, getattr(outputs, "attribute_logits", None) or (), strict=True))
+        return {head: logits.float().cpu().numpy() for head, logits in heads.items()}
+
+
+def locate_model(model: str | os.PathLike) -> str:
+    """The model's path or Hub id, refused in one line when it is plainly neither (a missing or non-model folder).
+
+    A name that exists locally is a folder; one that looks like a path (absolute, ./, ../, ~, a backslash, or more
+    than one /) but doesn't exist is reported missing rather than sent to the Hub as a malformed repo id.
+    """
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise KoSentTypeError(f"cannot load model {text}: it is a file; give the folder that holds config.json")
+        if not (path / "config.json").is_file():
+            raise KoSentTypeError(f"cannot load model {text}: not a model folder (it has no config.json)")
+        return str(path)
+    looks_like_path = (
+        isinstance(model, os.PathLike)
+        or os.path.isabs(text)
+        or text.startswith(("./", "../", "~", "."))
+        or "\\" in text
+        or text.count("/") > 1
+    )
+    if looks_like_path:
+        raise KoSentTypeError(f"model folder not found: {text}")
+    return text
+
+
+def load_torch_classifier(
+    model: str | os.PathLike,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> Classifier:
+    """Load any Hugging Face sequence classifier and its tokenizer as a `Classifier` on the torch backend."""
+    resolved_device = resolve_device(device)
+    resolved_precision = resolve_precision(precision, resolved_device)
+    location = locate_model(model)
+    hf_tokenizer, hf_model = _load_pretrained(location, resolved_precision, revision, trust_remote_code)
+    prepared = prepare_model(hf_model, resolved_device, resolved_precision)
+    return classifier_from_config(
+        TorchBackend(prepared, resolved_precision),
+        backend_tokenizer(hf_tokenizer, location),
+        prepared.config.to_dict(),
+        name=os.fspath(model),
+        tokenizer_limit=hf_tokenizer.model_max_length,
+    )
+
+
+def _load_pretrained(
+    location: str, precision: str, revision: str | None, trust_remote_code: bool
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    options = {"revision": revision, "trust_remote_code": trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **options)
+        # Loaded straight in the target dtype: a bf16 model then never holds an fp32 copy of its weights.
+        model = AutoModelForSequenceClassification.from_pretrained(location, dtype=TORCH_DTYPES[precision], **options)
+    except KoSentTypeError:
+        raise
+    except Exception as error:  # transformers, safetensors and the Hub client raise many types for "can't load"
+        raise KoSentTypeError(f"cannot load model {location}: {_loading_problem(error)}") from error
+    return tokenizer, model
+
+
+def _loading_problem(error: Exception) -> str:
+    message = one_line(error)
+    if "trust_remote_code" in message:
+        return "it needs its own code to run; pass --trust_remote_code if you trust its author"
+    return f"{type(error).__name__}: {message}"
+
+
+def backend_tokenizer(tokenizer: PreTrainedTokenizerBase, location: str) -> Tokenizer:
+    """A private copy of the fast tokenizer's `tokenizers.Tokenizer`, which the engine drives directly."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise KoSentTypeError(f"{location} has no fast tokenizer (tokenizer.json); the engine needs one")
+    return Tokenizer.from_str(backend.to_str())

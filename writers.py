@@ -1,0 +1,80 @@
+"""Writers of predictions: JSON Lines or CSV, to standard output or to a file that appears only when complete."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+from .atomic_output import atomic_text_output, check_writable_file
+from .records import Prediction
+
+OUTPUT_FORMATS = ("jsonl", "csv")
+
+
+def infer_output_format(path: str, requested: str | None = None) -> str:
+    """The requested format, else csv for a .csv path, else JSON Lines."""
+    if requested:
+        return requested
+    return "csv" if path != "-" and Path(path).suffix.lower() == ".csv" else "jsonl"
+
+
+def json_line(record: dict) -> str:
+    """One strict JSON line: `allow_nan=False`, because NaN and Infinity are not JSON and break every other parser."""
+    return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+class JsonLinesWriter:
+    def __init__(self, stream: TextIO, with_top_k: bool) -> None:
+        self.stream = stream
+        self.with_top_k = with_top_k
+
+    def write(self, prediction: Prediction) -> None:
+        self.stream.write(json_line(prediction.to_record(self.with_top_k)))
+
+
+class CsvWriter:
+    """id,label,score[,top_k][,attributes],error — nested values as JSON in one cell, to keep the columns fixed."""
+
+    def __init__(self, stream: TextIO, with_top_k: bool, with_attributes: bool = False) -> None:
+        self.with_top_k = with_top_k
+        optional = [name for name, wanted in (("top_k", with_top_k), ("attributes", with_attributes)) if wanted]
+        self.writer = csv.DictWriter(
+            stream, fieldnames=["id", "label", "score", *optional, "error"], lineterminator="\n"
+        )
+        self.writer.writeheader()
+
+    def write(self, prediction: Prediction) -> None:
+        record = prediction.to_record(self.with_top_k)
+        for nested in ("top_k", "attributes"):
+            if nested in record:
+                record[nested] = json.dumps(record[nested], ensure_ascii=False, allow_nan=False)
+        self.writer.writerow(record)
+
+
+def make_writer(output_format: str, stream: TextIO, with_top_k: bool, with_attributes: bool):
+    if output_format == "csv":
+        return CsvWriter(stream, with_top_k, with_attributes)
+    return JsonLinesWriter(stream, with_top_k)
+
+
+@contextmanager
+def open_output(path: str) -> Iterator[TextIO]:
+    """Standard output for `-`; otherwise a temporary file beside `path`, renamed onto it only on success,
+    so an interrupted or failed run never leaves a half-written output behind."""
+    if path == "-":
+        stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", line_buffering=False)
+        try:
+            yield stdout
+        finally:
+            stdout.flush()
+            stdout.detach()
+        return
+    check_writable_file(Path(path))
+    with atomic_text_output(path) as stream:
+        yield stream
