@@ -151,6 +151,15 @@ def set_threads(threads: int | None, backend: str) -> None:
         os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
+def quiet_progress_bars() -> None:
+    """No "Loading weights" or download bars in logs and pipes: huggingface_hub's switch, which transformers reads
+    when it is imported (later, by the torch backend)."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:  # imported already (a Python caller): its switch was read
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 def run(args: argparse.Namespace) -> int:
     input_format = infer_input_format(args.input, args.format)
     output_format = infer_output_format(args.output, args.output_format)
@@ -158,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         check_writable_file(Path(args.output), "--output")
         refuse_input_as_output(args.output, [args.input], "--output")
     set_threads(args.threads, args.backend)
+    quiet_progress_bars()
     with open_input(args.input) as source:  # before loading the model: a typo in a path should fail fast
         classifier = load_classifier(
             args.model,

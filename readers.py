@@ -196,10 +196,10 @@ def read_csv(lines: BoundedLines, text_column: str | None, id_column: str) -> It
         if row is None:
             return
         number += 1
+        record = _csv_record(number, row, text_index, id_index, column)
         if lines.cut(first_line, rows.line_num):
-            yield InputRecord(number, error=too_long_error(f"row {number}", lines.max_line_bytes))
-            continue
-        yield _csv_record(number, row, text_index, id_index, column)
+            record = InputRecord(record.id, error=too_long_error(f"row {number}", lines.max_line_bytes))
+        yield record
 
 
 def _next_row(rows: Iterator[list[str]], where: str) -> list[str] | None:

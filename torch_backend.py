@@ -174,7 +174,7 @@ def _load_pretrained(
 
 def _loading_problem(error: Exception) -> str:
     message = one_line(error)
-    if "trust_remote_code" in message:
+    if "trust_remote_code" in str(error):
         return "it needs its own code to run; pass --trust_remote_code if you trust its author"
     return f"{type(error).__name__}: {message}"
 
