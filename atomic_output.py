@@ -35,7 +35,7 @@ def refuse_input_as_output(output: str | os.PathLike, inputs: Iterable[str | os.
         if target == resolved or (target.exists() and resolved.exists() and os.path.samefile(target, resolved)):
             raise KoSentTypeError(f"{option} {output} is also an input ({source}); choose another output path")
         if resolved.is_relative_to(target) and target != resolved:
-            raise KoSentTypeError(f"{option} {output} would replace a folder holding the input {source}")
+            raise KoSentTypeError(f"{option} {output} would replace a folder that holds the input {source}")
 
 
 def check_writable_file(path: Path, option: str = "output") -> None:
