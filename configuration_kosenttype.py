@@ -6,12 +6,21 @@ without fetching the backbone it was trained from.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from transformers import AutoConfig, PretrainedConfig
 
 SENTENCE_TYPES = ("사실형", "추론형", "예측형", "대화형")
 POOLING_MODES = ("mean", "cls")
+# The other three axes of the AI Hub / DACON sentence-type taxonomy, each label list in its head's index order:
+# polarity 극성, tense 시제, certainty 확실성. `KoSentTypeConfig(attributes=ATTRIBUTE_LABELS)` asks for these heads.
+ATTRIBUTE_LABELS: Mapping[str, tuple[str, ...]] = {
+    "polarity": ("긍정", "부정", "미정"),
+    "tense": ("과거", "현재", "미래"),
+    "certainty": ("확실", "불확실"),
+}
 DEFAULT_BACKBONE = "jhgan/ko-sroberta-multitask"
 # Written into every config, so a saved classifier also opens as the bare embedding model through AutoModel.
 AUTO_MAP = {
@@ -50,6 +59,47 @@ def build_encoder_config(encoder_config: PretrainedConfig | dict[str, Any] | Non
     return AutoConfig.for_model(model_type, **description)
 
 
+def normalize_attributes(
+    attributes: Mapping[str, Sequence[str]] | Iterable[tuple[str, Sequence[str]]],
+) -> dict[str, list[str]]:
+    """Check the attribute axes and return them as an ordered `{axis: [label, ...]}`.
+
+    Accepts the mapping users write and the `[[axis, labels], ...]` pairs that config.json holds (JSON objects are
+    written with sorted keys, which would lose the axes' order, and with it the order of `attribute_logits`).
+    Axis names become module names in the state dict (`attribute_classifiers.<axis>.weight`), hence identifiers.
+    """
+    pairs = list(attributes.items() if isinstance(attributes, Mapping) else attributes)
+    if not pairs:
+        raise ValueError("attributes is empty; pass None for a model without attribute heads.")
+    normalized: dict[str, list[str]] = {}
+    for name, labels in pairs:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"Attribute name {name!r} must be an identifier (letters, digits, _), e.g. 'polarity'.")
+        if name in normalized:
+            raise ValueError(f"Attribute {name!r} is given twice.")
+        if isinstance(labels, str) or not all(isinstance(label, str) and label for label in labels):
+            raise ValueError(f"Attribute {name!r} needs a list of label names, got {labels!r}.")
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ValueError(f"Attribute {name!r} needs at least two distinct labels, got {list(labels)}.")
+        normalized[name] = list(labels)
+    return normalized
+
+
+def normalize_loss_weights(weights: Mapping[str, float] | None, attributes: Mapping[str, Any]) -> dict[str, float]:
+    """One finite, non-negative loss weight per axis, in the axes' order; an axis not named gets 1.0."""
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(attributes))
+    if unknown:
+        raise ValueError(
+            f"attribute_loss_weights names {', '.join(unknown)}, which are not attributes ({', '.join(attributes)})."
+        )
+    normalized = {name: weights.get(name, 1.0) for name in attributes}
+    for name, weight in normalized.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"attribute_loss_weights[{name!r}] must be a finite number >= 0, got {weight!r}.")
+    return {name: float(weight) for name, weight in normalized.items()}
+
+
 def _default_to_sentence_types(kwargs: dict[str, Any]) -> None:
     """Fill in the seed's label names, and refuse a `num_labels` that contradicts `id2label`.
 
@@ -85,6 +135,15 @@ class KoSentTypeConfig(PretrainedConfig):
             Dropout between the pooled vector and the linear head.
         initializer_range (`float`, *optional*):
             Standard deviation of the head's initial weights; defaults to the encoder's.
+        attributes (`dict[str, list[str]]`, *optional*):
+            Extra classification heads beside the sentence type, one per axis: axis name → label names in index
+            order, e.g. [`ATTRIBUTE_LABELS`] (polarity 긍정/부정/미정, tense 과거/현재/미래, certainty 확실/불확실).
+            Each head is one linear layer over the same pooled sentence vector as the type head. Without it (the
+            default) the model, its weights, outputs and config.json are exactly those of the type-only classifier.
+            config.json stores the axes as `[[name, labels], ...]` pairs, which keeps their order.
+        attribute_loss_weights (`dict[str, float]`, *optional*):
+            Each axis's weight in the joint training loss `CE_type + Σ weight_axis · CE_axis`; 1.0 for an axis
+            not named. Only with `attributes`.
 
     Without `id2label` or `num_labels`, the labels are the seed model's fixed order:
     0 사실형, 1 추론형, 2 예측형, 3 대화형.
@@ -92,6 +151,10 @@ class KoSentTypeConfig(PretrainedConfig):
 
     model_type = "kosenttype"
     sub_configs: ClassVar[dict[str, type]] = {"encoder_config": AutoConfig}
+    # Class-level fallbacks: a config without heads has neither key in its __dict__, so its config.json is
+    # byte for byte that of the type-only classifier (transformers writes every non-standard key, even when None).
+    attributes = None
+    attribute_loss_weights = None
 
     def __init__(
         self,
@@ -100,10 +163,17 @@ class KoSentTypeConfig(PretrainedConfig):
         pooling: str = "mean",
         classifier_dropout: float = 0.1,
         initializer_range: float | None = None,
+        attributes: Mapping[str, Sequence[str]] | Iterable[tuple[str, Sequence[str]]] | None = None,
+        attribute_loss_weights: Mapping[str, float] | None = None,
         **kwargs: Any,
     ) -> None:
         if pooling not in POOLING_MODES:
             raise ValueError(f"Unknown pooling {pooling!r}; expected one of: {', '.join(POOLING_MODES)}.")
+        if attributes is not None:
+            self.attributes = normalize_attributes(attributes)
+            self.attribute_loss_weights = normalize_loss_weights(attribute_loss_weights, self.attributes)
+        elif attribute_loss_weights:
+            raise ValueError("attribute_loss_weights needs attributes: this config has no attribute heads.")
         _default_to_sentence_types(kwargs)
         kwargs.setdefault("auto_map", dict(AUTO_MAP))
         self.encoder_config = build_encoder_config(encoder_config)
@@ -116,6 +186,13 @@ class KoSentTypeConfig(PretrainedConfig):
             else getattr(self.encoder_config, "initializer_range", 0.02)
         )
         super().__init__(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as transformers serializes it, with the attribute axes as ordered `[name, labels]` pairs."""
+        output = super().to_dict()
+        if "attributes" in output:
+            output["attributes"] = [[name, list(labels)] for name, labels in output["attributes"].items()]
+        return output
 
 
 KoSentTypeConfig.register_for_auto_class()

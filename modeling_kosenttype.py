@@ -1,5 +1,8 @@
 """Korean sentence-type classifier: any `AutoModel` encoder → pooling over the attention mask → dropout → linear.
 
+With `config.attributes`, more linear heads (polarity, tense, certainty, …) read the same dropped-out sentence vector;
+`logits` stays the sentence type's, and `attribute_logits` holds one tensor per axis.
+
 Loads with `AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)` and runs in
 `pipeline("text-classification", ...)`; `AutoModel` gives the sentence-embedding model without the head.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,6 +40,58 @@ def cls_pooling(token_embeddings: torch.Tensor, attention_mask: torch.Tensor) ->
 
 
 POOLING_FUNCTIONS = {"mean": mean_pooling, "cls": cls_pooling}
+
+
+@dataclass
+class KoSentTypeSequenceClassifierOutput(SequenceClassifierOutput):
+    r"""
+    The classifier's output: [`SequenceClassifierOutput`] (`logits` = the sentence type's) plus the attribute heads'.
+
+    attribute_logits (`tuple[torch.FloatTensor]`, *optional*):
+        One `(batch_size, len(labels))` tensor per axis, in `config.attributes` order; `None` for a model without
+        attribute heads, whose output then has exactly the keys and tuple form of a `SequenceClassifierOutput`.
+    """
+
+    attribute_logits: tuple[torch.FloatTensor, ...] | None = None
+
+
+def cross_entropy_sums(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(Σ w_y · CE, Σ w_y)` over the rows whose label is known (-100 = unknown, skipped), in float32.
+
+    The weighted mean's numerator and denominator are kept apart so that a trainer can add them up over every
+    micro-batch and process of an optimizer step before dividing; `class_weights=None` weighs every class 1, so the
+    denominator is the count of known labels.
+    """
+    weights = torch.ones(logits.shape[-1]) if class_weights is None else class_weights
+    weights = weights.to(device=logits.device, dtype=torch.float32)
+    weighted_losses = nn.functional.cross_entropy(
+        logits.float(), labels, weight=weights, reduction="none", label_smoothing=label_smoothing
+    )
+    label_weights = torch.where(labels != -100, weights[labels.clamp(min=0)], 0.0)
+    return weighted_losses.sum(), label_weights.sum()
+
+
+def attribute_losses(
+    attribute_logits: tuple[torch.Tensor, ...],
+    attribute_targets: torch.Tensor,
+    class_weights: tuple[torch.Tensor | None, ...] | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """Each axis's (class-weighted) mean cross-entropy over its known labels; 0 for an axis the batch never knows.
+
+    `attribute_targets` is `(batch_size, n_axes)` in `config.attributes` order, -100 where a value is unknown.
+    """
+    class_weights = class_weights or (None,) * len(attribute_logits)
+    losses = []
+    for logits, labels, weights in zip(attribute_logits, attribute_targets.unbind(dim=-1), class_weights, strict=True):
+        total, denominator = cross_entropy_sums(logits, labels, weights)
+        # An axis with no known label has total 0: dividing by the smallest float keeps it (and its gradient) 0.
+        losses.append(total / denominator.clamp(min=torch.finfo(denominator.dtype).tiny))
+    return tuple(losses)
 
 
 def _encoder_without_pooler(encoder_config: Any) -> dict[str, Any]:
@@ -121,8 +177,18 @@ class KoSentTypeModel(KoSentTypePreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+def attribute_classifiers(config: KoSentTypeConfig) -> nn.ModuleDict:
+    """One linear layer per attribute axis, named after it (state dict: `attribute_classifiers.<axis>.weight`)."""
+    heads = nn.ModuleDict()
+    for name, labels in config.attributes.items():
+        if hasattr(heads, name):
+            raise ValueError(f"Attribute name {name!r} is reserved by torch.nn.ModuleDict; name the axis otherwise.")
+        heads[name] = nn.Linear(config.encoder_config.hidden_size, len(labels))
+    return heads
+
+
 class KoSentTypeForSequenceClassification(KoSentTypePreTrainedModel):
-    """Sentence embedding → dropout → linear layer over the sentence types."""
+    """Sentence embedding → dropout → linear layer over the sentence types (and one per attribute axis, if any)."""
 
     def __init__(self, config: KoSentTypeConfig) -> None:
         super().__init__(config)
@@ -130,6 +196,8 @@ class KoSentTypeForSequenceClassification(KoSentTypePreTrainedModel):
         self.kosenttype = KoSentTypeModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.encoder_config.hidden_size, config.num_labels)
+        if config.attributes:
+            self.attribute_classifiers = attribute_classifiers(config)
         self.post_init()
 
     @classmethod
@@ -180,10 +248,15 @@ class KoSentTypeForSequenceClassification(KoSentTypePreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-    ) -> SequenceClassifierOutput | tuple[torch.Tensor, ...]:
+        attribute_targets: torch.Tensor | None = None,
+    ) -> KoSentTypeSequenceClassifierOutput | tuple[torch.Tensor, ...]:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Sentence-type ids in `[0, config.num_labels)`; when given, the cross-entropy loss is returned too.
+        attribute_targets (`torch.LongTensor` of shape `(batch_size, len(config.attributes))`, *optional*):
+            Label ids of every attribute axis, columns in `config.attributes` order, -100 where unknown (ignored).
+            The loss is then the joint `CE_type + Σ config.attribute_loss_weights[axis] · CE_axis` (each CE a mean
+            over the known labels; the type term only with `labels`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         encoded = self.kosenttype(
@@ -196,14 +269,41 @@ class KoSentTypeForSequenceClassification(KoSentTypePreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        logits = self.classifier(self.dropout(encoded.pooler_output))
+        sentence_embedding = self.dropout(encoded.pooler_output)
+        logits = self.classifier(sentence_embedding)
+        attribute_logits = None
+        if self.config.attributes:
+            attribute_logits = tuple(head(sentence_embedding) for head in self.attribute_classifiers.values())
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels).float(), labels.view(-1))
-        output = SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions
+        if attribute_targets is not None:
+            attribute_loss = self._weighted_attribute_loss(attribute_logits, attribute_targets)
+            loss = attribute_loss if loss is None else loss + attribute_loss
+        output = KoSentTypeSequenceClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
+            attribute_logits=attribute_logits,
         )
         return output if return_dict else output.to_tuple()
+
+    def _weighted_attribute_loss(
+        self, attribute_logits: tuple[torch.Tensor, ...] | None, attribute_targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Σ weight_axis · CE_axis, after checking that the labels fit the heads."""
+        if attribute_logits is None:
+            raise ValueError("attribute_targets were given, but this model has no attribute heads (config.attributes).")
+        expected_shape = (attribute_logits[0].shape[0], len(attribute_logits))
+        if tuple(attribute_targets.shape) != expected_shape:
+            raise ValueError(
+                f"attribute_targets has shape {tuple(attribute_targets.shape)}; expected {expected_shape}: one column "
+                f"per attribute in the order {', '.join(self.config.attributes)}."
+            )
+        weights = self.config.attribute_loss_weights.values()
+        losses = attribute_losses(attribute_logits, attribute_targets)
+        return sum(weight * loss for weight, loss in zip(weights, losses, strict=True))
 
 
 KoSentTypeModel.register_for_auto_class("AutoModel")
