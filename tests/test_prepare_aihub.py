@@ -6,6 +6,7 @@ The synthetic sentences are written for these tests; nothing of the real data is
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -443,7 +444,7 @@ def test_missing_input_is_a_one_line_error_from_the_command_line(tmp_path):
     )
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
-        f"prepare_aihub: error: input not found: {tmp_path / 'TL_없음.zip'}"
+        f"kosenttype-prepare-aihub: error: input not found: {tmp_path / 'TL_없음.zip'}"
     ]
     assert not output.exists()
 
@@ -472,3 +473,170 @@ def test_atomic_write_keeps_the_previous_file_when_writing_fails(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["records.json"]
     write_text_atomically(target, ["새 ", "내용"])
     assert target.read_text(encoding="utf-8") == "새 내용"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hostile documents: each is skipped with its report line, never a traceback, and the rest is written
+
+
+def strict_json_lines(path: Path) -> list[dict]:
+    """Parse as JSON Lines refusing anything Python's json tolerates but JSON forbids (NaN, lone surrogates)."""
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    text = path.read_bytes().decode("utf-8")  # strict: a lone surrogate can't have been written as UTF-8
+    return [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
+
+
+def test_deeply_nested_document_is_skipped_not_fatal(tmp_path, capsys):
+    depth = sys.getrecursionlimit() * 20
+    nested = b'{"annotation": [' + b"[" * depth + b"]" * depth + b"]}"
+    archive = write_zip(
+        tmp_path / "TL_깊이.zip",
+        {"깊은.json": nested, "정상.json": as_bytes(document(annotation(GOOD_SENTENCE, "사실형")))},
+    )
+    output = tmp_path / "out.jsonl"
+    code, _, err = run([archive, "--output", output], capsys)
+    assert code == 0
+    assert [record["sentence"] for record in strict_json_lines(output)] == [GOOD_SENTENCE]
+    assert err == ["kosenttype-prepare-aihub: skipped TL_깊이.zip/깊은.json: JSON nested too deeply to read"]
+
+
+def test_lone_surrogate_escape_skips_that_annotation_only(tmp_path, capsys):
+    # Written as raw JSON text: the escapes must reach the parser as escapes.
+    raw = (
+        '{"annotation": ['
+        '{"text": "\\ud800 고장 난 문장이다.", "label": "사실형"},'
+        '{"text": "이모지 \\ud83d\\ude0a 는 짝이 맞는 서로게이트다.", "label": "대화형"},'
+        f'{{"text": "{PARTIAL_SENTENCE}", "label": "추론형", "value": {{"극성": "\\udfff"}}}},'
+        f'{{"text": "{GOOD_SENTENCE}", "label": "사실형"}}'
+        '], "metaData": {"ID": "7"}}'
+    )
+    single = tmp_path / "서로게이트.json"
+    single.write_text(raw, encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    code, _, err = run([single, "--output", output], capsys)
+    assert code == 0
+    written = strict_json_lines(output)
+    assert [record["sentence"] for record in written] == ["이모지 \U0001f60a 는 짝이 맞는 서로게이트다.", GOOD_SENTENCE]
+    assert len(err) == 2
+    assert err[0].startswith("kosenttype-prepare-aihub: skipped 서로게이트.json annotation 0: has a lone surrogate")
+    assert "annotation 2:" in err[1] and "polarity" in err[1]
+
+
+def test_utf16_document_is_read_like_its_utf8_copy(tmp_path, capsys):
+    data = document(annotation(GOOD_SENTENCE, "사실형"), annotation(PARTIAL_SENTENCE, "추론형"), doc_id="16")
+    folder = write_folder(
+        tmp_path / "인코딩",
+        {"utf16.json": json.dumps(data, ensure_ascii=False).encode("utf-16"), "utf8.json": as_bytes(data)},
+    )
+    output = tmp_path / "out.jsonl"
+    code, _, err = run([folder, "--output", output, "--keep-conflicts"], capsys)
+    assert code == 0 and err == []
+    prepared = prepare([folder])
+    assert (prepared.sentences_read, prepared.duplicates_dropped) == (4, 2)  # each sentence read from both files
+    assert [(record["sentence"], record["doc_id"]) for record in strict_json_lines(output)] == [
+        (GOOD_SENTENCE, "16"),
+        (PARTIAL_SENTENCE, "16"),
+    ]
+
+
+def test_empty_inputs(tmp_path, capsys):
+    empty_archive = write_zip(tmp_path / "TL_빈.zip", {})
+    code, _, err = run([empty_archive, "--output", tmp_path / "out.json"], capsys)
+    assert code == 1 and "no sentences left to write (0 read, 0 problems)" in err[-1]
+
+    empty_document = tmp_path / "빈.json"
+    empty_document.write_bytes(b"")
+    code, _, err = run([empty_document, "--output", tmp_path / "out.json"], capsys)
+    assert code == 1 and err[0].startswith("kosenttype-prepare-aihub: skipped 빈.json: invalid JSON")
+
+    zero_byte_archive = tmp_path / "TL_0.zip"
+    zero_byte_archive.write_bytes(b"")
+    code, _, err = run([zero_byte_archive, "--output", tmp_path / "out.json"], capsys)
+    assert code == 2 and err == [
+        f"kosenttype-prepare-aihub: error: {zero_byte_archive}: not a zip archive, a folder or a .json file"
+    ]
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_text_too_long_for_one_sentence_is_skipped(tmp_path, capsys):
+    from kosenttype import prepare_aihub
+
+    limit = prepare_aihub.MAX_SENTENCE_CHARACTERS
+    single = tmp_path / "긴글.json"
+    single.write_bytes(as_bytes(document(annotation("가" * (limit + 1), "사실형"), annotation("나" * limit, "사실형"))))
+    output = tmp_path / "out.jsonl"
+    code, _, err = run([single, "--output", output], capsys)
+    assert code == 0
+    assert [len(record["sentence"]) for record in strict_json_lines(output)] == [limit]
+    assert len(err) == 1 and "annotation 0:" in err[0] and f"{limit + 1} characters" in err[0]
+
+
+def lie_about_size(archive: Path, member: str, declared: int) -> None:
+    """Rewrite the member's uncompressed size in its local header and the central directory."""
+    with zipfile.ZipFile(archive) as raw:
+        info = raw.getinfo(member)
+    data = bytearray(archive.read_bytes())
+    data[info.header_offset + 22 : info.header_offset + 26] = declared.to_bytes(4, "little")
+    central = data.find(b"PK\x01\x02")
+    while data[central + 46 : central + 46 + len(member.encode())] != member.encode():
+        central = data.find(b"PK\x01\x02", central + 4)
+    data[central + 24 : central + 28] = declared.to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+
+
+def test_members_whose_sizes_lie_or_are_too_large(tmp_path, capsys, monkeypatch):
+    from kosenttype import prepare_aihub
+
+    sentences = {name: f"{name} 문서에서 온 문장이다." for name in ("작게속임", "크게속임", "거대", "정상")}
+    archive = write_zip(
+        tmp_path / "TL_크기.zip",
+        {f"{name}.json": as_bytes(document(annotation(text, "사실형"))) for name, text in sentences.items()},
+    )
+    lie_about_size(archive, "작게속임.json", 10)  # zipfile stops at the declared size: the CRC then fails
+    lie_about_size(archive, "크게속임.json", 900)  # declared larger than it is: read as what it is
+    lie_about_size(archive, "거대.json", 4_000_000_000)  # a zip bomb's honest header: never read
+    monkeypatch.setattr(prepare_aihub, "MAX_DOCUMENT_BYTES", 1000)
+    big_file = tmp_path / "큰파일.json"
+    big_file.write_bytes(as_bytes(document(annotation("큰 파일의 문장이다. " * 60, "사실형"))))
+    output = tmp_path / "out.jsonl"
+    code, _, err = run([archive, big_file, "--output", output], capsys)
+    assert code == 0
+    assert sorted(record["sentence"] for record in strict_json_lines(output)) == sorted(
+        [sentences["크게속임"], sentences["정상"]]
+    )
+    assert len(err) == 3
+    assert any("TL_크기.zip/작게속임.json: unreadable archive member" in line for line in err)
+    assert any("TL_크기.zip/거대.json: 4000000000 bytes, more than" in line for line in err)
+    assert any(f"skipped 큰파일.json: {big_file.stat().st_size} bytes, more than" in line for line in err)
+
+
+def test_odd_file_names_keep_reports_on_one_line_and_output_writable(tmp_path, capsys):
+    folder = tmp_path / "이름들"
+    folder.mkdir()
+    undecodable = os.fsencode(folder) + b"/\xff\xfe.json"
+    with open(undecodable, "wb") as handle:
+        handle.write(as_bytes(document(annotation(GOOD_SENTENCE, "사실형"))))
+    archive = write_zip(tmp_path / "TL_줄바꿈.zip", {"둘로\n나뉜.json": b"{ broken"})
+    output = tmp_path / "out.jsonl"
+    code, out, err = run([folder, archive, "--output", output], capsys)
+    assert code == 0
+    assert [record["source"] for record in strict_json_lines(output)] == ["이름들/\\xff\\xfe.json"]
+    assert [line.split()[0] for line in out.splitlines()[2:4]] == ["이름들", "TL_줄바꿈.zip"]
+    assert len(err) == 1 and err[0].startswith("kosenttype-prepare-aihub: skipped TL_줄바꿈.zip/둘로\\n나뉜.json:")
+
+
+def test_list_or_object_values_become_null(tmp_path, capsys):
+    item = annotation(GOOD_SENTENCE, "사실형")
+    item["value"]["극성"] = ["긍정", "부정"]
+    data = document(item)
+    data["metaData"]["CATEGORY"] = {"대분류": "경제"}
+    data["metaData"]["ID"] = 31
+    single = tmp_path / "값.json"
+    single.write_bytes(as_bytes(data))
+    output = tmp_path / "out.jsonl"
+    assert run([single, "--output", output], capsys)[0] == 0
+    [record] = strict_json_lines(output)
+    assert (record["polarity"], record["category"], record["doc_id"], record["tense"]) == (None, None, "31", "과거")
