@@ -47,18 +47,12 @@ from transformers import RobertaConfig, RobertaForSequenceClassification, pipeli
 from transformers.utils.logging import disable_progress_bar
 
 from kosenttype import SENTENCE_TYPES, KoSentTypeConfig, KoSentTypeForSequenceClassification
+from kosenttype.batching import length_sorted_batches
 from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
+from kosenttype.engine import CPU_BATCH_TOKENS, EngineSettings, load_classifier
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
-from kosenttype.predict import (
-    EngineSettings,
-    classify,
-    cpu_has_native_bf16,
-    length_sorted_batches,
-    load_classifier,
-    quantize_linear_layers,
-    resolve_settings,
-)
 from kosenttype.scratch_models import tiny_encoder_config, train_wordpiece_tokenizer
+from kosenttype.torch_backend import cpu_has_native_bf16, quantize_linear_layers
 
 DACON_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dacon" / "train.csv"
 PIPELINE_BATCH_SIZE = 32
@@ -216,12 +210,10 @@ def time_variant(variant: str, model_dirs: dict[str, str], sentences: list[str],
         def run(texts: list[str]) -> object:
             return classifier(texts, batch_size=PIPELINE_BATCH_SIZE, **tokenizer_options)
     else:
-        model, tokenizer = load_classifier(
-            model_dirs["kosenttype"], device="cpu", precision=variant.removeprefix("predict-")
-        )
+        engine = load_classifier(model_dirs["kosenttype"], device="cpu", precision=variant.removeprefix("predict-"))
 
         def run(texts: list[str]) -> object:
-            return list(classify(texts, model, tokenizer, **settings))
+            return list(engine.classify(texts, **settings))
 
     run(sentences[:PIPELINE_BATCH_SIZE])
     start = time.perf_counter()
@@ -256,10 +248,10 @@ def run_variant(variant: str, payload_path: Path) -> dict:
 
 def probabilities(model_dir: Path, precision: str, sentences: list[str]) -> torch.Tensor:
     """Every label's probability for every sentence, through the same engine the command uses."""
-    model, tokenizer = load_classifier(model_dir, device="cpu", precision=precision)
-    labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
+    engine = load_classifier(model_dir, device="cpu", precision=precision)
+    labels = engine.labels
     rows = []
-    for prediction in classify(sentences, model, tokenizer, top_k=len(labels)):
+    for prediction in engine.classify(sentences, top_k=len(labels)):
         by_label = dict(prediction.top_k)
         rows.append([by_label[label] for label in labels])
     return torch.tensor(rows)
@@ -397,9 +389,11 @@ def run_speed(folder: Path, arguments: argparse.Namespace, fit_rows: list, measu
     roberta_dir, ours_dir = build_speed_models(folder, [text for text, _ in fit_rows], layers)
     sentences = [text for text, _ in measure_rows[: arguments.sentences]]
     tokenizer = transformers.AutoTokenizer.from_pretrained(ours_dir, trust_remote_code=True)
-    requested = {"batch_size": arguments.batch_size, "max_batch_tokens": arguments.max_batch_tokens}
-    settings = EngineSettings(max_length=MAX_LENGTH, **{k: v for k, v in requested.items() if v is not None})
-    settings = resolve_settings(settings, tokenizer, torch.device("cpu"))
+    settings = EngineSettings(
+        batch_size=arguments.batch_size or EngineSettings.batch_size,
+        max_length=MAX_LENGTH,
+        max_batch_tokens=CPU_BATCH_TOKENS if arguments.max_batch_tokens is None else arguments.max_batch_tokens,
+    )
     payload = {
         "model_dirs": {"roberta": str(roberta_dir), "kosenttype": str(ours_dir)},
         "sentences": sentences,
