@@ -18,6 +18,8 @@ _LAZY_NAMES = {
     "KoSentTypeForSequenceClassification": "modeling_kosenttype",
     "KoSentTypeModel": "modeling_kosenttype",
     "KoSentTypePreTrainedModel": "modeling_kosenttype",
+    "KoSentTypeSequenceClassifierOutput": "modeling_kosenttype",
+    "ATTRIBUTE_LABELS": "configuration_kosenttype",
     "mean_pooling": "modeling_kosenttype",
 }
 

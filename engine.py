@@ -205,7 +205,9 @@ def heads_from_config(config: Mapping[str, Any]) -> dict[str, list[str]]:
     """{"type": labels, attribute: labels, …} from a config.json mapping (id2label keys may be strings)."""
     id2label = config.get("id2label") or {}
     heads = {TYPE_HEAD: [id2label[key] for key in sorted(id2label, key=int)]}
-    heads.update({axis: list(labels) for axis, labels in (config.get("attributes") or {}).items()})
+    attributes = config.get("attributes") or {}
+    pairs = attributes.items() if isinstance(attributes, Mapping) else attributes  # config.json keeps [name, labels]
+    heads.update({axis: list(labels) for axis, labels in pairs})
     return heads
 
 

@@ -299,3 +299,40 @@ def test_a_signal_mid_run_leaves_the_previous_output_and_no_temporary_file(tmp_p
     assert f"interrupted by {signal.Signals(signum).name}" in stderr and "Traceback" not in stderr
     assert target.read_text(encoding="utf-8") == "previous\n"
     assert listing(tmp_path) == ["in.txt", "out.jsonl"]
+
+
+# --- attribute heads: written only when the model has them --------------------------------------------------------
+
+
+def test_attributes_are_written_only_for_models_with_heads(tmp_path, tiny_model_dir, tiny_tokenizer, capsys):
+    """The attribute labels and scores must be the argmax/softmax of the model's own attribute logits, computed
+    here one sentence at a time; a model without heads writes no `attributes` key at all."""
+    from conftest import tiny_config
+
+    from kosenttype import ATTRIBUTE_LABELS, KoSentTypeForSequenceClassification
+    from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+
+    torch.manual_seed(1)
+    config = tiny_config(vocab_size=len(tiny_tokenizer), attributes=ATTRIBUTE_LABELS)
+    model = KoSentTypeForSequenceClassification(config).eval()
+    model_dir = tmp_path / "with_heads"
+    model.save_pretrained(model_dir)
+    save_tokenizer_for_hub(tiny_tokenizer, model_dir, max_length=64)
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(KOREAN_SENTENCES[:5]) + "\n", encoding="utf-8")
+    for folder, name in ((model_dir, "heads.jsonl"), (tiny_model_dir, "plain.jsonl")):
+        argv = ["--model", str(folder), "--input", str(source), "--output", str(tmp_path / name), "--precision", "fp32"]
+        assert main(argv) == 0, capsys.readouterr().err
+    plain = strict_json_lines((tmp_path / "plain.jsonl").read_text(encoding="utf-8"))
+    assert all(set(record) == {"id", "label", "score"} for record in plain)
+    with_heads = strict_json_lines((tmp_path / "heads.jsonl").read_text(encoding="utf-8"))
+    for record, sentence in zip(with_heads, KOREAN_SENTENCES[:5], strict=True):
+        inputs = tiny_tokenizer(sentence, truncation=True, max_length=64, return_tensors="pt")
+        with torch.no_grad():
+            output = model(**inputs)
+        assert record["label"] == config.id2label[int(output.logits[0].argmax())]
+        assert list(record["attributes"]) == list(ATTRIBUTE_LABELS)
+        for (axis, labels), logits in zip(ATTRIBUTE_LABELS.items(), output.attribute_logits, strict=True):
+            probabilities = logits[0].softmax(-1)
+            assert record["attributes"][axis]["label"] == labels[int(probabilities.argmax())]
+            assert record["attributes"][axis]["score"] == pytest.approx(float(probabilities.max()), abs=1e-5)
