@@ -151,10 +151,6 @@ class KoSentTypeConfig(PretrainedConfig):
 
     model_type = "kosenttype"
     sub_configs: ClassVar[dict[str, type]] = {"encoder_config": AutoConfig}
-    # Class-level fallbacks: a config without heads has neither key in its __dict__, so its config.json is
-    # byte for byte that of the type-only classifier (transformers writes every non-standard key, even when None).
-    attributes = None
-    attribute_loss_weights = None
 
     def __init__(
         self,
@@ -169,11 +165,8 @@ class KoSentTypeConfig(PretrainedConfig):
     ) -> None:
         if pooling not in POOLING_MODES:
             raise ValueError(f"Unknown pooling {pooling!r}; expected one of: {', '.join(POOLING_MODES)}.")
-        if attributes is not None:
-            self.attributes = normalize_attributes(attributes)
-            self.attribute_loss_weights = normalize_loss_weights(attribute_loss_weights, self.attributes)
-        elif attribute_loss_weights:
-            raise ValueError("attribute_loss_weights needs attributes: this config has no attribute heads.")
+        self.attributes = attributes
+        self.attribute_loss_weights = attribute_loss_weights
         _default_to_sentence_types(kwargs)
         kwargs.setdefault("auto_map", dict(AUTO_MAP))
         self.encoder_config = build_encoder_config(encoder_config)
@@ -186,6 +179,38 @@ class KoSentTypeConfig(PretrainedConfig):
             else getattr(self.encoder_config, "initializer_range", 0.02)
         )
         super().__init__(**kwargs)
+
+    # Both attribute settings live in __dict__ only while the config has heads: a config without them then
+    # serializes byte for byte as the type-only classifier's (transformers writes every other key, even a None).
+    # Properties, so that values set later (`from_pretrained(..., attributes=...)` sets them) are checked too.
+    @property
+    def attributes(self) -> dict[str, list[str]] | None:
+        """The attribute axes, `{axis: [label, ...]}` in head order, or None for a type-only classifier."""
+        return self.__dict__.get("attributes")
+
+    @attributes.setter
+    def attributes(self, value: Mapping[str, Sequence[str]] | Iterable[tuple[str, Sequence[str]]] | None) -> None:
+        previous_weights = self.__dict__.pop("attribute_loss_weights", None) or {}
+        if value is None:
+            self.__dict__.pop("attributes", None)
+            return
+        self.__dict__["attributes"] = normalize_attributes(value)
+        self.attribute_loss_weights = {
+            name: weight for name, weight in previous_weights.items() if name in self.__dict__["attributes"]
+        }
+
+    @property
+    def attribute_loss_weights(self) -> dict[str, float] | None:
+        """Each axis's weight in the joint loss, in head order; None without attribute heads."""
+        return self.__dict__.get("attribute_loss_weights")
+
+    @attribute_loss_weights.setter
+    def attribute_loss_weights(self, value: Mapping[str, float] | None) -> None:
+        if self.attributes is None:
+            if value:
+                raise ValueError("attribute_loss_weights needs attributes: this config has no attribute heads.")
+            return
+        self.__dict__["attribute_loss_weights"] = normalize_loss_weights(value, self.attributes)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as transformers serializes it, with the attribute axes as ordered `[name, labels]` pairs."""

@@ -301,9 +301,9 @@ class KoSentTypeForSequenceClassification(KoSentTypePreTrainedModel):
                 f"attribute_targets has shape {tuple(attribute_targets.shape)}; expected {expected_shape}: one column "
                 f"per attribute in the order {', '.join(self.config.attributes)}."
             )
-        weights = self.config.attribute_loss_weights.values()
+        weights = self.config.attribute_loss_weights
         losses = attribute_losses(attribute_logits, attribute_targets)
-        return sum(weight * loss for weight, loss in zip(weights, losses, strict=True))
+        return sum(weights[name] * loss for name, loss in zip(self.config.attributes, losses, strict=True))
 
 
 KoSentTypeModel.register_for_auto_class("AutoModel")

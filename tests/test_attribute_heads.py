@@ -61,10 +61,20 @@ def reference_logits(model: KoSentTypeForSequenceClassification, batch) -> dict[
 # --- configuration -------------------------------------------------------------------------------------------------
 
 
-def test_attribute_heads_are_off_by_default():
+def test_attribute_heads_are_off_by_default_and_can_be_removed():
     config = KoSentTypeConfig()
     assert config.attributes is None and config.attribute_loss_weights is None
     assert not {"attributes", "attribute_loss_weights"} & set(config.to_dict())
+    config.attributes = ATTRIBUTE_LABELS
+    assert config.attribute_loss_weights == dict.fromkeys(AXES, 1.0)
+    config.attributes = None
+    assert config == KoSentTypeConfig()
+
+
+def test_changing_the_axes_keeps_the_weights_of_the_axes_that_stay():
+    config = tiny_config(attributes=ATTRIBUTE_LABELS, attribute_loss_weights={"tense": 0.5, "certainty": 0.0})
+    config.attributes = {"tense": ["과거", "현재", "미래"], "mood": ["평서", "의문"]}
+    assert config.attribute_loss_weights == {"tense": 0.5, "mood": 1.0}
 
 
 def test_config_without_heads_writes_the_keys_it_always_wrote(tmp_path):
@@ -274,16 +284,18 @@ def test_every_head_reads_the_pooled_sentence_and_the_type_logits_do_not_change(
 def test_heads_can_be_added_to_a_type_only_model(tiny_model_dir, tiny_tokenizer):
     """Fine-tuning the published 4-way model with heads: its weights load, only the heads are new."""
     model, info = KoSentTypeForSequenceClassification.from_pretrained(
-        tiny_model_dir, attributes=ATTRIBUTE_LABELS, output_loading_info=True
+        tiny_model_dir, attributes=ATTRIBUTE_LABELS, attribute_loss_weights={"tense": 2.0}, output_loading_info=True
     )
     assert sorted(info["missing_keys"]) == sorted(
         f"attribute_classifiers.{axis}.{part}" for axis in AXES for part in ("weight", "bias")
     )
-    batch = encode(tiny_tokenizer)
+    assert model.config.attribute_loss_weights == {"polarity": 1.0, "tense": 2.0, "certainty": 1.0}
+    batch = encode(tiny_tokenizer, KOREAN_SENTENCES[:2])
     with torch.no_grad():
-        logits = model.eval()(**batch).logits
+        output = model.eval()(**batch, attribute_targets=torch.tensor([[0, 1, 0], [1, 2, 1]]))
         seed_logits = KoSentTypeForSequenceClassification.from_pretrained(tiny_model_dir).eval()(**batch).logits
-    assert torch.equal(logits, seed_logits)
+    assert torch.equal(output.logits, seed_logits)
+    assert torch.isfinite(output.loss)
 
 
 def test_from_backbone_reports_the_new_heads(tmp_path):
