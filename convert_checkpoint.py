@@ -1,11 +1,12 @@
 """Turn a training run's `best.pt` (encoder + mean pooling + dropout + linear head) into a Hub-ready model folder.
 
-    python convert_checkpoint.py --checkpoint RUN/best.pt --output-dir OUT [--push-to-hub OWNER/NAME]
+    kosenttype-convert --checkpoint RUN/best.pt --output-dir OUT [--push-to-hub OWNER/NAME]
 
 The folder loads with `AutoModelForSequenceClassification.from_pretrained(OUT, trust_remote_code=True)` and in
 `pipeline("text-classification", ...)`. The conversion never runs code from the checkpoint unless told to
-(`--trust-checkpoint`), fails on any tensor it can't place, and proves in a fresh process that the saved folder
-predicts what the checkpoint predicts before anything appears at OUT.
+(`--trust-checkpoint`), refuses any tensor it can't place or that is not sound (NaN/inf, repeated storage, a
+vocabulary the tokenizer contradicts), and proves in a fresh process that the saved folder predicts what the
+checkpoint predicts before anything appears at OUT. Reference: docs/converting.md.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,14 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, PretrainedConfig, PreTrainedTokenizerBase
 
 from kosenttype import SENTENCE_TYPES, KoSentTypeConfig, KoSentTypeForSequenceClassification
+from kosenttype.atomic_output import refuse_input_as_output, staged_folder
 from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
+from kosenttype.errors import KoSentTypeError, one_line, run_command
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 from kosenttype.model_card import write_model_card
+from kosenttype.model_limits import position_limit
 
+PROGRAM = "kosenttype-convert"
 DEFAULT_MAX_LENGTH = 256
 MAX_ABS_LOGIT_DIFF = 1e-5
 # Side files of a training run, looked for beside the checkpoint when not given explicitly.
@@ -68,9 +71,11 @@ MAX_LENGTH_KEYS = ("max_length", "max_len", "max_seq_length", "max_seq_len")
 POOLING_KEYS = ("pooling", "pooling_mode", "pool", "pooling_strategy")
 DROPOUT_KEYS = ("classifier_dropout", "dropout", "dropout_rate", "head_dropout")
 LABEL_KEYS = ("id2label", "label2id", "labels", "label_names", "classes", "label_mapping")
-# Encoders whose position ids start after the padding id, so they use max_position_embeddings - pad - 1 positions.
-ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
 TRAINING_SECTION_KEYS = ("training", "training_args", "hyperparameters", "hparams", "train")
+# Embedding rows a tokenizer may leave unused: vocabularies are padded to a multiple of 8-128 for speed and some
+# reserve tokens (T5 +28, DeBERTa-v3 +99, Qwen2 +271). Far more rows than that means the wrong tokenizer.
+UNUSED_EMBEDDING_ROWS = 1024
+UNUSED_EMBEDDING_FRACTION = 0.1
 # Sentences written for this check: ordinary, empty, emoji, mixed scripts, and one past the length limit.
 VERIFICATION_SENTENCES = [
     "시청 앞 광장에서 어제 저녁 불꽃 축제가 열렸다.",
@@ -84,44 +89,37 @@ VERIFICATION_SENTENCES = [
 ]
 
 
-class ConversionError(Exception):
-    """A problem with the inputs, reported as one line naming the file or key."""
+def option(help: str, default: Any = MISSING, **metadata: Any) -> Any:
+    """A dataclass field as HfArgumentParser reads it: a default (none: required) and its --help text."""
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclass
 class ConversionArguments:
-    checkpoint: str = field(metadata={"help": "The training run's checkpoint (torch.save), e.g. RUN/best.pt."})
-    output_dir: str = field(metadata={"help": "The model folder to create; must not exist unless --overwrite."})
-    tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer folder; RUN/tokenizer when not given."})
-    label_mapping: str | None = field(
-        default=None, metadata={"help": "Label mapping JSON; RUN/label_mapping.json when not given."}
+    checkpoint: str = option("The training run's checkpoint (torch.save), e.g. RUN/best.pt.")
+    output_dir: str = option("The model folder to create; must not exist unless --overwrite.")
+    tokenizer: str | None = option("Tokenizer folder; RUN/tokenizer when not given.", None)
+    label_mapping: str | None = option("Label mapping JSON; RUN/label_mapping.json when not given.", None)
+    metrics: str | None = option("Metrics JSON for the model card; RUN/best_metrics.json when not given.", None)
+    export_config: str | None = option(
+        "Backbone, max length, pooling, hyper-parameters; RUN/hf_export_config.json when not given.", None
     )
-    metrics: str | None = field(
-        default=None, metadata={"help": "Metrics JSON for the model card; RUN/best_metrics.json when not given."}
+    backbone: str | None = option(
+        "Hub id or folder whose configuration (not weights) defines the encoder's architecture "
+        "(a kosenttype model folder lends its encoder's).",
+        None,
     )
-    export_config: str | None = field(
-        default=None,
-        metadata={"help": "Backbone, max length, pooling, hyper-parameters; RUN/hf_export_config.json when not given."},
+    push_to_hub: str | None = option("Publish OUT to this Hub repository (created if needed).", None, metavar="REPO_ID")
+    private: bool = option("Create the Hub repository as private.", False)
+    commit_message: str = option(
+        "Commit message of the upload.", "Upload KoSentType classifier converted from a training checkpoint"
     )
-    backbone: str | None = field(
-        default=None,
-        metadata={"help": "Hub id or folder whose configuration (not weights) defines the encoder's architecture."},
+    overwrite: bool = option("Replace an existing OUT (only once all else worked).", False)
+    trust_checkpoint: bool = option(
+        "Unpickle arbitrary objects from the checkpoint: only for files you trust, as it runs code.", False
     )
-    push_to_hub: str | None = field(
-        default=None, metadata={"help": "Publish OUT to this Hub repository (created if needed).", "metavar": "REPO_ID"}
-    )
-    private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
-    commit_message: str = field(
-        default="Upload KoSentType classifier converted from a training checkpoint",
-        metadata={"help": "Commit message of the upload."},
-    )
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing OUT (only once all else worked)."})
-    trust_checkpoint: bool = field(
-        default=False,
-        metadata={"help": "Unpickle arbitrary objects from the checkpoint: only for files you trust, as it runs code."},
-    )
-    license: str = field(default="apache-2.0", metadata={"help": "License in the model card's metadata."})
-    verbose: bool = field(default=False, metadata={"help": "List every tensor's source and target key."})
+    license: str = option("License in the model card's metadata.", "apache-2.0")
+    verbose: bool = option("List every tensor's source and target key.", False)
 
 
 @dataclass
@@ -134,6 +132,9 @@ class RunFiles:
     metrics: Path | None
     export_config: Path | None
     load_spec: Path | None
+
+    def inputs(self) -> list[Path]:
+        return [path for path in vars(self).values() if path is not None]
 
 
 @dataclass
@@ -160,6 +161,7 @@ class SourceLayout:
 class Architecture:
     encoder_config: PretrainedConfig
     origin: str
+    backbone_name: str | None
 
 
 @dataclass
@@ -167,6 +169,22 @@ class MappedWeights:
     state_dict: dict[str, torch.Tensor]
     pairs: list[tuple[str, str]]
     dropped: list[str]
+
+
+@dataclass
+class Conversion:
+    """The converted model in memory, with everything the output folder will hold beside its weights."""
+
+    model: KoSentTypeForSequenceClassification
+    tokenizer: PreTrainedTokenizerBase
+    labels: list[str]
+    max_length: int
+    metrics: dict
+    training_procedure: dict
+
+
+# Settings found in the run's side files, each with where it was found: [(source, mapping), ...], most trusted first.
+Hints = list[tuple[str, Mapping | None]]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -177,7 +195,7 @@ def resolve_run_files(args: ConversionArguments) -> RunFiles:
     """Explicitly named files must exist; default-named ones beside the checkpoint are used when present."""
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
-        raise ConversionError(f"{checkpoint}: checkpoint not found")
+        raise KoSentTypeError(f"{checkpoint}: checkpoint not found")
     explicit = {
         "tokenizer": args.tokenizer,
         "label_mapping": args.label_mapping,
@@ -189,7 +207,7 @@ def resolve_run_files(args: ConversionArguments) -> RunFiles:
     for name, given in explicit.items():
         if given is not None:
             if not Path(given).exists():
-                raise ConversionError(f"{given}: --{name.replace('_', '-')} not found")
+                raise KoSentTypeError(f"{given}: --{name.replace('_', '-')} not found")
             resolved[name] = Path(given)
         else:
             default = checkpoint.parent / DEFAULT_SIDE_FILES[name]
@@ -203,19 +221,14 @@ def read_json(path: Path | None) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConversionError(f"{path}: not readable JSON ({error})") from None
+        raise KoSentTypeError(f"{path}: not readable JSON ({one_line(error)})") from None
 
 
 def check_output_dir(output_dir: Path, files: RunFiles, overwrite: bool) -> None:
-    """Refuse before any work: an existing OUT needs --overwrite, and OUT must never hold the inputs it replaces."""
-    if not output_dir.exists() and not output_dir.is_symlink():
-        return
-    if not overwrite:
-        raise ConversionError(f"{output_dir}: already exists (pass --overwrite to replace it)")
-    resolved_out = output_dir.resolve()
-    for source in (files.checkpoint, files.tokenizer, files.label_mapping, files.metrics, files.export_config):
-        if source is not None and source.resolve().is_relative_to(resolved_out):
-            raise ConversionError(f"{output_dir}: refusing to overwrite, it holds the input {source}")
+    """Refuse before any work: OUT must never be or hold an input, and an existing OUT needs --overwrite."""
+    refuse_input_as_output(output_dir, files.inputs(), "--output-dir")
+    if (output_dir.exists() or output_dir.is_symlink()) and not overwrite:
+        raise KoSentTypeError(f"{output_dir}: already exists (pass --overwrite to replace it)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -259,8 +272,6 @@ def load_checkpoint_object(path: Path, trust: bool) -> Any:
             return torch.load(path, map_location="cpu", weights_only=False, mmap=is_zip)
         with torch.serialization.safe_globals(safe_checkpoint_globals()):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
-    except ConversionError:
-        raise
     except Exception as error:
         raise _explain_load_failure(path, error, is_zip, trust) from None
 
@@ -269,33 +280,34 @@ def _refuse_unreadable(path: Path, is_zip: bool) -> None:
     with path.open("rb") as stream:
         head = stream.read(4)
     if not head:
-        raise ConversionError(f"{path}: empty file, not a PyTorch checkpoint")
+        raise KoSentTypeError(f"{path}: empty file, not a PyTorch checkpoint")
     if head.startswith(b"PK") and not is_zip:
-        raise ConversionError(f"{path}: truncated or corrupt PyTorch checkpoint (its zip archive is incomplete)")
+        raise KoSentTypeError(f"{path}: truncated or corrupt PyTorch checkpoint (its zip archive is incomplete)")
 
 
-def _explain_load_failure(path: Path, error: Exception, is_zip: bool, trust: bool) -> ConversionError:
-    message = " ".join(str(error).split())
+def _explain_load_failure(path: Path, error: Exception, is_zip: bool, trust: bool) -> KoSentTypeError:
+    message = one_line(error, limit=2000)
     weights_only_failure = "Weights only load failed" in message
     refused = _unsafe_globals(path, message, is_zip) if weights_only_failure else []
     if refused:
-        return ConversionError(
+        return KoSentTypeError(
             f"{path}: refused to unpickle {', '.join(refused)} (not plain data: loading it may run code); "
             "if you trust this file, rerun with --trust-checkpoint"
         )
     if is_zip and ("PytorchStreamReader" in message or "zip archive" in message or isinstance(error, EOFError)):
-        return ConversionError(f"{path}: truncated or corrupt PyTorch checkpoint ({message[:200]})")
+        return KoSentTypeError(f"{path}: truncated or corrupt PyTorch checkpoint ({message[:200]})")
     if trust and isinstance(error, (AttributeError, ModuleNotFoundError)):
-        return ConversionError(f"{path}: its pickled objects need code that is not importable here ({message[:200]})")
+        return KoSentTypeError(f"{path}: its pickled objects need code that is not importable here ({message[:200]})")
     if weights_only_failure:  # torch's advice on weights_only is noise here: keep the unpickler's own reason
         message = message.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip()
-    return ConversionError(f"{path}: not a PyTorch checkpoint ({type(error).__name__}: {message[:200]})")
+    return KoSentTypeError(f"{path}: not a PyTorch checkpoint ({type(error).__name__}: {message[:200]})")
 
 
 def _unsafe_globals(path: Path, message: str, is_zip: bool) -> list[str]:
-    """Every object the safe load refuses, read from the pickle's opcodes without executing them (or, where the
-    file can't be scanned, the one the error names)."""
-    named = re.findall(r"Unsupported global: GLOBAL (\S+)", message)
+    """Every object the safe load refuses, read from the pickle's opcodes without executing them (zip format), or
+    the one torch's message names ('Unsupported global: GLOBAL x.y' or, for a blocked module, 'unsupported GLOBAL
+    x.y whose module x is blocked'; the legacy format can't be scanned)."""
+    named = list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+) (?:was|whose)", message)))
     if is_zip:
         allowed = {
             entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
@@ -311,7 +323,7 @@ def read_checkpoint(path: Path, trust: bool) -> Checkpoint:
     if isinstance(loaded, torch.nn.Module):
         return Checkpoint(state_dict=dict(loaded.state_dict()), location="a pickled nn.Module", extras={})
     if not isinstance(loaded, Mapping):
-        raise ConversionError(f"{path}: holds a {type(loaded).__name__}, not a state dict or a dict holding one")
+        raise KoSentTypeError(f"{path}: holds a {type(loaded).__name__}, not a state dict or a dict holding one")
     state_dict, location = _find_state_dict(loaded, path)
     extras = {key: value for key, value in loaded.items() if key != location} if location != TOP_LEVEL else {}
     return Checkpoint(state_dict=_strip_wrapper_prefixes(state_dict), location=location, extras=extras)
@@ -333,21 +345,46 @@ def _find_state_dict(loaded: Mapping, path: Path) -> tuple[dict[str, torch.Tenso
     candidates = [key for key, value in loaded.items() if _is_state_dict(value) and _word_embedding_keys(value)]
     if len(candidates) == 1:
         return dict(loaded[candidates[0]]), candidates[0]
-    raise ConversionError(
+    raise KoSentTypeError(
         f"{path}: no model weights found (looked for a tensor dict under {', '.join(STATE_DICT_KEYS)}; "
         f"top-level keys: {', '.join(map(str, loaded))})"
     )
 
 
 def _strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in WRAPPER_PREFIXES:
-            if all(key.startswith(prefix) for key in state_dict):
-                state_dict = {key.removeprefix(prefix): tensor for key, tensor in state_dict.items()}
-                stripped = True
+    """`module._orig_mod.encoder…` → `encoder…`: what DataParallel/DDP and torch.compile put before every key."""
+    while state_dict:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(key.startswith(p) for key in state_dict)), None)
+        if prefix is None:
+            break
+        state_dict = {key.removeprefix(prefix): tensor for key, tensor in state_dict.items()}
     return state_dict
+
+
+def check_tensors_are_sound(state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse what would convert into a broken or bloated model, before any memory is spent on it.
+
+    A tensor saved as a view that repeats its storage (stride 0, `expand`) is small in the checkpoint but written
+    out in full by safetensors (224 KB became 960 MB); a NaN or inf anywhere passes the verification sentences
+    when they never reach it (one embedding row) and then poisons every prediction that does.
+    """
+    for key, tensor in state_dict.items():
+        logical_bytes = tensor.numel() * tensor.element_size()
+        repeated = any(stride == 0 and size > 1 for size, stride in zip(tensor.shape, tensor.stride(), strict=True))
+        if repeated or tensor.untyped_storage().nbytes() < logical_bytes:
+            raise KoSentTypeError(
+                f"{path}: tensor {key} {list(tensor.shape)} repeats its storage (strides {list(tensor.stride())}, "
+                f"{tensor.untyped_storage().nbytes()} bytes stored for {logical_bytes}): not a trained weight; "
+                "save the real tensor (e.g. .contiguous()) in the checkpoint"
+            )
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = ~torch.isfinite(tensor)
+            first = [int(index) for index in bad.nonzero()[0]]
+            raise KoSentTypeError(
+                f"{path}: tensor {key} {list(tensor.shape)} holds {int(bad.sum())} NaN/inf value(s), the first at "
+                f"{first} ({tensor[tuple(first)].item()}); the training run diverged or the file is damaged"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -364,7 +401,7 @@ def find_source_layout(state_dict: dict[str, torch.Tensor], checkpoint: Path) ->
     embedding_keys = _word_embedding_keys(state_dict)
     if len(embedding_keys) != 1:
         found = ", ".join(embedding_keys) or "none"
-        raise ConversionError(f"{checkpoint}: expected one encoder '*embeddings.word_embeddings.weight', found {found}")
+        raise KoSentTypeError(f"{checkpoint}: expected one encoder '*embeddings.word_embeddings.weight', found {found}")
     encoder_prefix = embedding_keys[0].removesuffix("embeddings.word_embeddings.weight")
     hidden = state_dict[embedding_keys[0]].shape[1]
     encoder = {k.removeprefix(encoder_prefix): t for k, t in state_dict.items() if _in_encoder(k, encoder_prefix)}
@@ -378,7 +415,7 @@ def find_source_layout(state_dict: dict[str, torch.Tensor], checkpoint: Path) ->
         and _is_bias_of(outside.get(key.removesuffix("weight") + "bias"), tensor)
     ]
     if len(heads) != 1 or len(outside) != 2:
-        raise ConversionError(
+        raise KoSentTypeError(
             f"{checkpoint}: expected exactly one linear head [num_labels, {hidden}] + bias beside the encoder "
             f"'{encoder_prefix}*', found: {_describe(outside) or 'nothing'}"
         )
@@ -414,38 +451,43 @@ def _describe(tensors: Mapping[str, torch.Tensor], limit: int = 12) -> str:
 # Architecture: a real configuration where one can be had, else what the shapes show
 
 
-def first_value(sources: list[Mapping | None], keys: tuple[str, ...], kind: type | tuple[type, ...]) -> Any:
-    """The first value of the right type under any of `keys`, searching the sources in order of trust."""
-    for source in sources:
+def first_value(hints: Hints, keys: tuple[str, ...], kind: type | tuple[type, ...]) -> tuple[Any, str]:
+    """The first value of the right type under any of `keys`, searching the sources in order of trust, and where
+    it was found (`FILE ['key']`), or (None, "")."""
+    for source, values in hints:
         for key in keys:
-            value = (source or {}).get(key)
+            value = (values or {}).get(key)
             if isinstance(value, kind) and not isinstance(value, bool):
-                return value
-    return None
+                return value, f"{source} ['{key}']"
+    return None, ""
 
 
-def resolve_architecture(backbone: str | None, encoder: dict[str, torch.Tensor], hints: list[Mapping]) -> Architecture:
-    if backbone is not None:
-        config, failure = _try_backbone_config(backbone)
-        if config is not None:
-            return Architecture(config, f"configuration of {backbone}")
-    else:
-        failure = "no backbone given (--backbone) or named in hf_export_config.json"
-    return _infer_architecture(encoder, hints, backbone, failure)
-
-
-def _try_backbone_config(backbone: str) -> tuple[PretrainedConfig | None, str]:
-    """A local folder must load; a Hub id may be out of reach (offline), which shape inference then covers."""
+def resolve_architecture(backbone: str | None, encoder: dict[str, torch.Tensor], hints: Hints) -> Architecture:
+    if backbone is None:
+        return _infer_architecture(encoder, hints, None, "no backbone given (--backbone) or named in the side files")
     try:
-        return AutoConfig.from_pretrained(backbone), ""
-    except Exception as error:
+        config = AutoConfig.from_pretrained(backbone)
+    except Exception as error:  # a Hub id may be out of reach (offline): shape inference covers it; a folder must load
         if Path(backbone).is_dir():
-            raise ConversionError(f"{backbone}: --backbone folder has no loadable config.json ({error})") from None
-        return None, f"the configuration of {backbone} could not be loaded ({_first_line(error)})"
+            raise KoSentTypeError(
+                f"{backbone}: --backbone folder has no loadable config.json ({one_line(error)})"
+            ) from None
+        failure = f"the configuration of {backbone} could not be loaded ({one_line(error, limit=200)})"
+        return _infer_architecture(encoder, hints, backbone, failure)
+    if isinstance(config, KoSentTypeConfig):  # a kosenttype model folder: its nested encoder is the architecture
+        origin = f"the encoder configuration inside {backbone} (a kosenttype model of {config.backbone_name})"
+        return Architecture(config.encoder_config, origin, config.backbone_name)
+    missing = [name for name in ("vocab_size", "hidden_size") if not hasattr(config, name)]
+    if missing:
+        raise KoSentTypeError(
+            f"{backbone}: --backbone is a {config.model_type} configuration without {', '.join(missing)}, "
+            "not a text encoder's; name the encoder the classifier was trained on"
+        )
+    return Architecture(config, f"configuration of {backbone}", backbone)
 
 
 def _infer_architecture(
-    encoder: dict[str, torch.Tensor], hints: list[Mapping], backbone: str | None, failure: str
+    encoder: dict[str, torch.Tensor], hints: Hints, backbone: str | None, failure: str
 ) -> Architecture:
     """Read what the tensors show; assume, and say so, what they can't (heads, layer-norm epsilon, activation)."""
     shapes = _encoder_shapes(encoder)
@@ -453,7 +495,7 @@ def _infer_architecture(
     hidden = shapes["hidden_size"]
     heads = max(1, hidden // 64)
     if hidden % heads:
-        raise ConversionError(f"hidden size {hidden} is not a multiple of 64: pass --backbone to name the encoder")
+        raise KoSentTypeError(f"hidden size {hidden} is not a multiple of 64: pass --backbone to name the encoder")
     defaults = KO_SROBERTA_ENCODER if model_type == "roberta" else {"layer_norm_eps": 1e-12, "pad_token_id": 0}
     assumed = {
         "num_attention_heads": heads,
@@ -469,7 +511,7 @@ def _infer_architecture(
         + ", ".join(f"{key} {value}" for key, value in assumed.items())
         + " (pass --backbone NAME_OR_DIR to use the real configuration)"
     )
-    return Architecture(config, origin)
+    return Architecture(config, origin, backbone)
 
 
 def _encoder_shapes(encoder: dict[str, torch.Tensor]) -> dict[str, int]:
@@ -480,7 +522,7 @@ def _encoder_shapes(encoder: dict[str, torch.Tensor]) -> dict[str, int]:
     }
     missing = sorted(required - set(encoder))
     if missing:
-        raise ConversionError(
+        raise KoSentTypeError(
             f"cannot infer the encoder from its shapes (no {', '.join(missing)}): pass --backbone NAME_OR_DIR"
         )
     layers = {int(match.group(1)) for key in encoder if (match := re.match(r"encoder\.layer\.(\d+)\.", key))}
@@ -496,12 +538,12 @@ def _encoder_shapes(encoder: dict[str, torch.Tensor]) -> dict[str, int]:
     }
 
 
-def _infer_model_type(positions: int, hints: list[Mapping], backbone: str | None) -> tuple[str, str]:
+def _infer_model_type(positions: int, hints: Hints, backbone: str | None) -> tuple[str, str]:
     """BERT and RoBERTa name their tensors alike; they differ in how positions are counted (RoBERTa offsets
     them past the padding id, hence 514 = 512 + 2)."""
-    stated = first_value(hints, ("model_type", "encoder_model_type"), str)
+    stated, where = first_value(hints, ("model_type", "encoder_model_type"), str)
     if stated in ("bert", "roberta"):
-        return stated, "model_type stated in the run's side files"
+        return stated, f"model_type stated in {where}"
     name = (backbone or "").lower()
     if "roberta" in name:
         return "roberta", f"backbone name {backbone}"
@@ -511,19 +553,25 @@ def _infer_model_type(positions: int, hints: list[Mapping], backbone: str | None
         return "roberta", f"{positions} position embeddings = {positions - 2} + 2, RoBERTa's padding offset"
     if positions % 64 == 0:
         return "bert", f"{positions} position embeddings, a power-of-two count as in BERT"
-    raise ConversionError(
+    raise KoSentTypeError(
         f"cannot tell BERT from RoBERTa by {positions} position embeddings: pass --backbone NAME_OR_DIR"
     )
 
 
-def usable_max_length(encoder_config: PretrainedConfig, hints: list[Mapping]) -> int:
-    """The training max length, capped by what the position embeddings allow (RoBERTa loses padding_idx + 1)."""
-    offset = encoder_config.pad_token_id + 1 if encoder_config.model_type in ROBERTA_LIKE else 0
-    limit = encoder_config.max_position_embeddings - offset
-    stated = first_value(hints, MAX_LENGTH_KEYS, int)
-    if stated is not None and stated > limit:
-        raise ConversionError(f"max_length {stated} exceeds the encoder's {limit} usable positions")
-    return stated if stated is not None else min(DEFAULT_MAX_LENGTH, limit)
+def usable_max_length(encoder_config: PretrainedConfig, hints: Hints) -> int:
+    """The training max length; one the encoder's position embeddings can't take is refused here, at the start,
+    rather than crashing the verification (or a user's first long sentence) with an IndexError."""
+    limit = position_limit(encoder_config.to_dict())
+    stated, where = first_value(hints, MAX_LENGTH_KEYS, int)
+    if stated is None:
+        return min(DEFAULT_MAX_LENGTH, limit or DEFAULT_MAX_LENGTH)
+    if stated < 1 or (limit is not None and stated > limit):
+        raise KoSentTypeError(
+            f"{where}: max_length {stated} is not between 1 and the {limit} tokens the encoder's position "
+            f"embeddings allow ({encoder_config.model_type}, max_position_embeddings "
+            f"{encoder_config.max_position_embeddings}); correct the side file, or pass the right --backbone"
+        )
+    return stated
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -540,7 +588,7 @@ def labels_from(value: Any, source: str) -> list[str] | None:
             labels_from(value[key], f"{source} {key}") for key in ("id2label", "label2id") if value.get(key) is not None
         ]
         if len(orders) == 2 and orders[0] != orders[1]:
-            raise ConversionError(f"{source}: id2label {orders[0]} and label2id {orders[1]} disagree")
+            raise KoSentTypeError(f"{source}: id2label {orders[0]} and label2id {orders[1]} disagree")
         return orders[0]
     if isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value):
         return _checked_order(dict(enumerate(value)), source)
@@ -548,7 +596,7 @@ def labels_from(value: Any, source: str) -> list[str] | None:
         return _checked_order({int(index): str(name) for name, index in value.items()}, source)
     if isinstance(value, Mapping) and value and all(_is_int_like(index) for index in value):
         return _checked_order({int(index): str(name) for index, name in value.items()}, source)
-    raise ConversionError(f"{source}: unrecognised label mapping (expected label2id/id2label, a dict or a list)")
+    raise KoSentTypeError(f"{source}: unrecognised label mapping (expected label2id/id2label, a dict or a list)")
 
 
 def _is_int_like(value: Any) -> bool:
@@ -557,7 +605,7 @@ def _is_int_like(value: Any) -> bool:
 
 def _checked_order(by_index: dict[int, str], source: str) -> list[str]:
     if sorted(by_index) != list(range(len(by_index))) or len(set(by_index.values())) != len(by_index):
-        raise ConversionError(f"{source}: label ids must be 0..{len(by_index) - 1} with unique names, got {by_index}")
+        raise KoSentTypeError(f"{source}: label ids must be 0..{len(by_index) - 1} with unique names, got {by_index}")
     return [by_index[index] for index in range(len(by_index))]
 
 
@@ -573,10 +621,10 @@ def resolve_labels(files: RunFiles, label_mapping: Any, checkpoint: Checkpoint, 
             break
     for (first_source, first), (other_source, other) in itertools.pairwise(sources):
         if first != other:
-            raise ConversionError(f"labels disagree: {first_source} has {first}, {other_source} has {other}")
+            raise KoSentTypeError(f"labels disagree: {first_source} has {first}, {other_source} has {other}")
     labels, origin = (sources[0][1], " and ".join(s for s, _ in sources)) if sources else (list(SENTENCE_TYPES), "")
     if len(labels) != num_outputs:
-        raise ConversionError(
+        raise KoSentTypeError(
             f"{origin or 'the default'} has {len(labels)} labels {labels}, but the checkpoint's head has {num_outputs}"
         )
     return labels, origin or "the seed's fixed order: no label mapping found"
@@ -607,7 +655,7 @@ def normalize_metrics(raw: Any, labels: list[str]) -> dict:
     per_label = _per_label_scores(report, labels) or _per_label_scores(flat.get("per_label") or {}, labels)
     if per_label:
         metrics["per_label"] = per_label
-    dataset = first_value([raw], ("eval_dataset", "dataset", "split"), str)
+    dataset, _ = first_value([("metrics", raw)], ("eval_dataset", "dataset", "split"), str)
     if dataset:
         metrics["eval_dataset"] = dataset
     return metrics
@@ -645,14 +693,8 @@ def training_procedure_from(export_config: Any) -> dict[str, Any]:
     if not isinstance(export_config, Mapping):
         return {}
     sections = [export_config] + [export_config[key] for key in TRAINING_SECTION_KEYS if key in export_config]
-    procedure = {}
-    for section in sections:
-        if not isinstance(section, Mapping):
-            continue
-        for key, value in section.items():
-            if _is_publishable_setting(key, value):
-                procedure[key] = value
-    return procedure
+    settings = [item for section in sections if isinstance(section, Mapping) for item in section.items()]
+    return {key: value for key, value in settings if _is_publishable_setting(key, value)}
 
 
 def _is_publishable_setting(key: str, value: Any) -> bool:
@@ -665,22 +707,20 @@ def _is_publishable_setting(key: str, value: Any) -> bool:
 # Building, mapping and checking the weights
 
 
-def build_config(
-    architecture: Architecture, labels: list[str], backbone: str | None, hints: list[Mapping]
-) -> KoSentTypeConfig:
-    pooling = first_value(hints, POOLING_KEYS, str) or "mean"
+def build_config(architecture: Architecture, labels: list[str], hints: Hints) -> KoSentTypeConfig:
+    pooling = first_value(hints, POOLING_KEYS, str)[0] or "mean"
     pooling = {"mean_pooling": "mean", "avg": "mean", "average": "mean", "cls_token": "cls"}.get(pooling, pooling)
-    dropout = first_value(hints, DROPOUT_KEYS, (int, float))
+    dropout = first_value(hints, DROPOUT_KEYS, (int, float))[0]
     try:
         return KoSentTypeConfig(
             encoder_config=architecture.encoder_config,
-            backbone_name=backbone,
+            backbone_name=architecture.backbone_name,
             pooling=pooling,
             classifier_dropout=float(dropout) if dropout is not None else 0.1,
             id2label=dict(enumerate(labels)),
         )
     except ValueError as error:  # e.g. a pooling this model does not implement
-        raise ConversionError(f"the run's side files ask for an unsupported head: {error}") from None
+        raise KoSentTypeError(f"the run's side files ask for an unsupported head: {error}") from None
 
 
 def empty_model(config: KoSentTypeConfig) -> KoSentTypeForSequenceClassification:
@@ -727,7 +767,7 @@ def _check_complete(mapped: dict, target: dict, unexpected: dict) -> None:
     if mismatched:
         problems.append(f"shape mismatch: {', '.join(mismatched[:12])}")
     if problems:
-        raise ConversionError("the checkpoint does not fit the architecture; " + "; ".join(problems))
+        raise KoSentTypeError("the checkpoint does not fit the architecture; " + "; ".join(problems))
 
 
 def load_weights(model: torch.nn.Module, weights: MappedWeights) -> list[str]:
@@ -747,18 +787,24 @@ def load_weights(model: torch.nn.Module, weights: MappedWeights) -> list[str]:
 def load_tokenizer(files: RunFiles, backbone: str | None) -> tuple[PreTrainedTokenizerBase, str]:
     source = str(files.tokenizer) if files.tokenizer is not None else backbone
     if source is None:
-        raise ConversionError(f"no tokenizer: no {files.checkpoint.parent / 'tokenizer'}; pass --tokenizer DIR")
+        raise KoSentTypeError(f"no tokenizer: no {files.checkpoint.parent / 'tokenizer'}; pass --tokenizer DIR")
     try:
         return AutoTokenizer.from_pretrained(source), source
     except Exception as error:
         hint = "" if files.tokenizer is not None else " (pass --tokenizer DIR)"
-        raise ConversionError(f"{source}: tokenizer could not be loaded{hint}: {_one_line(error, 200)}") from None
+        raise KoSentTypeError(f"{source}: tokenizer could not be loaded{hint}: {one_line(error, 200)}") from None
 
 
-def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, source: str, encoder_config: PretrainedConfig) -> None:
-    if len(tokenizer) > encoder_config.vocab_size:
-        raise ConversionError(
-            f"{source}: tokenizer has {len(tokenizer)} tokens, the encoder embeds only {encoder_config.vocab_size}"
+def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, source: str, embedding_rows: int) -> None:
+    """Every token must have an embedding row, and (nearly) every row a token: an embedding far larger than the
+    vocabulary (5,000,000 rows for 519 tokens) means the wrong tokenizer or a damaged checkpoint."""
+    tokens = len(tokenizer)
+    if tokens > embedding_rows:
+        raise KoSentTypeError(f"{source}: tokenizer has {tokens} tokens, the encoder embeds only {embedding_rows}")
+    if embedding_rows - tokens > max(UNUSED_EMBEDDING_ROWS, UNUSED_EMBEDDING_FRACTION * tokens):
+        raise KoSentTypeError(
+            f"{source}: tokenizer has {tokens} tokens, but the checkpoint's word embeddings have {embedding_rows} "
+            "rows: pass the tokenizer the run trained with (--tokenizer DIR), or check the checkpoint"
         )
 
 
@@ -795,7 +841,7 @@ def reference_logits(
 
 def verify_in_fresh_process(folder: Path, expected: torch.Tensor, labels: list[str], sentences: list[str]) -> float:
     """Reload the folder the way users will (Auto classes, remote code, its own tokenizer) in a process that
-    shares nothing with this one, and compare its logits."""
+    shares nothing with this one, and compare its logits. An interruption kills the process (subprocess.run)."""
     completed = subprocess.run(
         [sys.executable, "-c", VERIFY_SCRIPT, str(folder.resolve())],
         input=json.dumps(sentences),
@@ -806,59 +852,91 @@ def verify_in_fresh_process(folder: Path, expected: torch.Tensor, labels: list[s
     )
     if completed.returncode != 0:
         last_line = (completed.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ConversionError(f"verification failed: the saved folder does not load in a fresh process ({last_line})")
+        raise KoSentTypeError(f"verification failed: the saved folder does not load in a fresh process ({last_line})")
     reloaded = json.loads(completed.stdout.strip().splitlines()[-1])
     if reloaded["id2label"] != {str(index): label for index, label in enumerate(labels)}:
-        raise ConversionError(f"verification failed: reloaded labels {reloaded['id2label']} differ from {labels}")
+        raise KoSentTypeError(f"verification failed: reloaded labels {reloaded['id2label']} differ from {labels}")
     difference = (torch.tensor(reloaded["logits"]) - expected.float()).abs().max().item()
     if not math.isfinite(difference) or difference > MAX_ABS_LOGIT_DIFF:
-        raise ConversionError(f"verification failed: max abs logit difference {difference:.3g} > {MAX_ABS_LOGIT_DIFF}")
+        raise KoSentTypeError(f"verification failed: max abs logit difference {difference:.3g} > {MAX_ABS_LOGIT_DIFF}")
     return difference
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Writing OUT atomically, and publishing
+# The conversion
 
 
-class StagingFolder:
-    """A temporary folder beside OUT that becomes OUT only by `commit()`; anything else leaves OUT as it was."""
+def build_conversion(files: RunFiles, args: ConversionArguments) -> Conversion:
+    """Read and check every input and build the model in memory; nothing is written yet."""
+    label_mapping, raw_metrics = read_json(files.label_mapping), read_json(files.metrics)
+    export_config, load_spec = read_json(files.export_config), read_json(files.load_spec)
 
-    def __init__(self, output_dir: Path) -> None:
-        self.output_dir = output_dir
-        self.created_parents = [p for p in reversed(output_dir.absolute().parents) if not p.exists()]
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    checkpoint = read_checkpoint(files.checkpoint, args.trust_checkpoint)
+    report(
+        f"checkpoint: {files.checkpoint}, weights under {checkpoint.location}; also held: {_keys(checkpoint.extras)}"
+    )
+    check_tensors_are_sound(checkpoint.state_dict, files.checkpoint)
+    layout = find_source_layout(checkpoint.state_dict, files.checkpoint)
+    labels, label_origin = resolve_labels(files, label_mapping, checkpoint, layout.head_weight.shape[0])
+    report(f"labels: {', '.join(f'{i} {label}' for i, label in enumerate(labels))} (from {label_origin})")
+    hints: Hints = [
+        (str(files.export_config), _as_mapping(export_config)),
+        (str(files.load_spec), _as_mapping(load_spec)),
+        (f"{files.checkpoint} ['args']", _as_mapping(checkpoint.extras.get("args"))),
+    ]
+    backbone = args.backbone or first_value(hints, BACKBONE_KEYS, str)[0]
+    architecture = resolve_architecture(backbone, layout.encoder, hints)
+    report(f"architecture: {architecture.origin}")
 
-    def commit(self, overwrite: bool) -> None:
-        backup = None
-        if self.output_dir.exists() or self.output_dir.is_symlink():
-            if not overwrite:
-                raise ConversionError(f"{self.output_dir}: appeared during the conversion (pass --overwrite)")
-            backup = self.output_dir.with_name(f".{self.output_dir.name}.old-{uuid.uuid4().hex[:8]}")
-            self.output_dir.rename(backup)
-        try:
-            self.path.rename(self.output_dir)
-        except OSError:
-            if backup is not None:
-                backup.rename(self.output_dir)
-            raise
-        if backup is not None:
-            _remove(backup)
+    config = build_config(architecture, labels, hints)
+    max_length = usable_max_length(config.encoder_config, hints)
+    tokenizer, tokenizer_source = load_tokenizer(files, backbone)
+    check_tokenizer_fits(tokenizer, tokenizer_source, layout.encoder["embeddings.word_embeddings.weight"].shape[0])
 
-    def discard(self) -> None:
-        _remove(self.path)
-        for parent in reversed(self.created_parents):
-            try:
-                parent.rmdir()
-            except OSError:
-                break
+    model = empty_model(config)
+    weights = map_weights(layout, model)
+    casts = load_weights(model, weights)
+    _report_mapping(weights, layout, casts, args.verbose)
+    return Conversion(
+        model=model.eval(),
+        tokenizer=tokenizer,
+        labels=labels,
+        max_length=max_length,
+        metrics=normalize_metrics(raw_metrics, labels),
+        training_procedure={**training_procedure_from(export_config), "max_length": max_length},
+    )
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+def fill_model_folder(folder: Path, conversion: Conversion, *, license: str, repo_id: str | None) -> None:
+    """Write everything OUT will hold into `folder` (the staging folder) and prove it loads in a fresh process.
+
+    The card comes last and lists what the folder holds, so a later step that adds files (an ONNX export) goes
+    just before it.
+    """
+    conversion.model.save_pretrained(folder)
+    save_tokenizer_for_hub(conversion.tokenizer, folder, max_length=conversion.max_length)
+    expected = reference_logits(conversion.model, conversion.tokenizer, conversion.max_length, VERIFICATION_SENTENCES)
+    difference = verify_in_fresh_process(folder, expected, conversion.labels, VERIFICATION_SENTENCES)
+    report(
+        f"verified: max abs logit difference {difference:.3g} over {len(VERIFICATION_SENTENCES)} sentences "
+        "(fresh process, AutoModelForSequenceClassification + AutoTokenizer, trust_remote_code=True)"
+    )
+    config = conversion.model.config
+    write_model_card(
+        folder, config, conversion.metrics, conversion.training_procedure, license=license, repo_id=repo_id
+    )
+
+
+def convert(args: ConversionArguments) -> Path:
+    """The whole conversion: OUT appears complete and verified, or (on any error or signal) not at all."""
+    files = resolve_run_files(args)
+    output_dir = Path(args.output_dir)
+    check_output_dir(output_dir, files, args.overwrite)
+    conversion = build_conversion(files, args)
+    with staged_folder(output_dir, replace=args.overwrite) as staging:
+        fill_model_folder(staging, conversion, license=args.license, repo_id=args.push_to_hub)
+    report(f"wrote {output_dir}: {', '.join(sorted(p.name for p in output_dir.iterdir()))}")
+    return output_dir
 
 
 def push_folder(folder: Path, repo_id: str, private: bool, commit_message: str) -> str:
@@ -869,61 +947,6 @@ def push_folder(folder: Path, repo_id: str, private: bool, commit_message: str) 
     repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message, repo_type="model")
     return str(repo_url)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The conversion
-
-
-def convert(args: ConversionArguments) -> Path:
-    files = resolve_run_files(args)
-    output_dir = Path(args.output_dir)
-    check_output_dir(output_dir, files, args.overwrite)
-    label_mapping, raw_metrics = read_json(files.label_mapping), read_json(files.metrics)
-    export_config, load_spec = read_json(files.export_config), read_json(files.load_spec)
-
-    checkpoint = read_checkpoint(files.checkpoint, args.trust_checkpoint)
-    report(
-        f"checkpoint: {files.checkpoint}, weights under {checkpoint.location}; also held: {_keys(checkpoint.extras)}"
-    )
-    layout = find_source_layout(checkpoint.state_dict, files.checkpoint)
-    labels, label_origin = resolve_labels(files, label_mapping, checkpoint, layout.head_weight.shape[0])
-    report(f"labels: {', '.join(f'{i} {label}' for i, label in enumerate(labels))} (from {label_origin})")
-    hints = [_as_mapping(export_config), _as_mapping(load_spec), _as_mapping(checkpoint.extras.get("args"))]
-    backbone = args.backbone or first_value(hints, BACKBONE_KEYS, str)
-    architecture = resolve_architecture(backbone, layout.encoder, hints)
-    report(f"architecture: {architecture.origin}")
-
-    config = build_config(architecture, labels, backbone, hints)
-    tokenizer, tokenizer_source = load_tokenizer(files, backbone)
-    check_tokenizer_fits(tokenizer, tokenizer_source, config.encoder_config)
-    max_length = usable_max_length(config.encoder_config, hints)
-
-    model = empty_model(config)
-    weights = map_weights(layout, model)
-    casts = load_weights(model, weights)
-    model.eval()
-    _report_mapping(weights, layout, casts, args.verbose)
-
-    staging = StagingFolder(output_dir)
-    try:
-        model.save_pretrained(staging.path)
-        save_tokenizer_for_hub(tokenizer, staging.path, max_length=max_length)
-        metrics = normalize_metrics(raw_metrics, labels)
-        procedure = {**training_procedure_from(export_config), "max_length": max_length}
-        write_model_card(staging.path, config, metrics, procedure, license=args.license, repo_id=args.push_to_hub)
-        expected = reference_logits(model, tokenizer, max_length, VERIFICATION_SENTENCES)
-        difference = verify_in_fresh_process(staging.path, expected, labels, VERIFICATION_SENTENCES)
-        report(
-            f"verified: max abs logit difference {difference:.3g} over {len(VERIFICATION_SENTENCES)} sentences "
-            "(fresh process, AutoModelForSequenceClassification + AutoTokenizer, trust_remote_code=True)"
-        )
-        staging.commit(args.overwrite)
-    except BaseException:
-        staging.discard()
-        raise
-    report(f"wrote {output_dir}: {', '.join(sorted(p.name for p in output_dir.iterdir()))}")
-    return output_dir
 
 
 def _as_mapping(value: Any) -> Mapping | None:
@@ -954,35 +977,22 @@ def report(line: str) -> None:
     print(line, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = HfArgumentParser(ConversionArguments)
-    parser.description = __doc__.split("\n\n")[0]
+def run(argv: list[str] | None) -> int:
+    parser = HfArgumentParser(ConversionArguments, prog=PROGRAM, description=__doc__.split("\n\n")[0])
     (args,) = parser.parse_args_into_dataclasses(args=argv)
-    try:
-        output_dir = convert(args)
-    except ConversionError as error:
-        return fail(str(error))
-    except Exception as error:  # an unforeseen failure: still one line, and OUT untouched
-        return fail(f"conversion failed: {type(error).__name__}: {_one_line(error)}")
+    output_dir = convert(args)
     if args.push_to_hub:
         try:
             report(f"published: {push_folder(output_dir, args.push_to_hub, args.private, args.commit_message)}")
         except Exception as error:
-            return fail(f"{output_dir} was written, but pushing it to {args.push_to_hub} failed: {_one_line(error)}")
+            raise KoSentTypeError(
+                f"{output_dir} was written, but pushing it to {args.push_to_hub} failed: {one_line(error, 300)}"
+            ) from None
     return 0
 
 
-def fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
-def _one_line(error: BaseException, limit: int = 300) -> str:
-    return " ".join(str(error).split())[:limit]
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+def main(argv: list[str] | None = None) -> int:
+    return run_command(PROGRAM, lambda: run(argv))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""The model card (README.md) of a saved classifier folder, shared by the converter and the trainer."""
+"""The model card (README.md) of a saved classifier folder, shared by the converter, the trainer and the ONNX export.
+
+The card's text is the Markdown template `templates/model_card.md`, rendered with huggingface_hub's
+`ModelCard.from_template` (as setfit does); this module only turns a config, metrics and the folder's files into
+the template's variables. Every section whose data is absent is left out.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .atomic_output import write_text_atomically
+
 if TYPE_CHECKING:
+    from huggingface_hub import EvalResult
+
     from .configuration_kosenttype import KoSentTypeConfig
 
+TEMPLATE_PATH = Path(__file__).with_name("templates") / "model_card.md"
 # What each sentence type means, as the AI Hub annotation guidelines define them; the model card's label table.
 SENTENCE_TYPE_DEFINITIONS = {
     "사실형": "Factual: states facts or events.",
@@ -23,6 +33,12 @@ MODEL_INDEX_METRICS = {
     "macro_f1": ("f1", "Macro F1", "macro"),
     "weighted_f1": ("f1", "Weighted F1", "weighted"),
 }
+# The Hub's convention for ONNX files beside the weights (Optimum, Transformers.js), and what each one holds.
+ONNX_FILES = {
+    "onnx/model.onnx": "fp32",
+    "onnx/model_quantized.onnx": "int8 (dynamic quantization, per-channel weights)",
+}
+MISSING = "—"
 
 
 def write_model_card(
@@ -39,15 +55,17 @@ def write_model_card(
     to index and badge the model, and users read the rest to know what the labels mean and how good it is.
 
     `metrics` is the normalized dict (`accuracy`, `macro_f1`, `weighted_f1`, `per_label` {label: {precision,
-    recall, f1, support}}, `eval_dataset`), `training_procedure` a flat dict of hyper-parameters; any key may be
-    absent and only what is there is written. `repo_id` names the model in the usage snippet (a placeholder
-    otherwise, since the folder may be a temporary one).
+    recall, f1, support}}, `eval_dataset`; with attribute heads also `attributes` {axis: {accuracy, macro_f1,
+    weighted_f1, per_label}}, `combined_exact_match` and `dacon_weighted_f1`), `training_procedure` a flat dict of
+    hyper-parameters; any key may be absent and only what is there is written. `repo_id` names the model in the
+    usage snippets (a placeholder otherwise, since the folder may be a temporary one). The ONNX files are found in
+    the folder itself, so writing the card again after an export lists them.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
     metrics = metrics or {}
-    model_name = repo_id.split("/")[-1] if repo_id else "kosenttype"
     eval_results = _model_index_results(metrics)
+    model_name = repo_id.split("/")[-1] if repo_id else "kosenttype"
     card_data = ModelCardData(
         language="ko",
         license=license,
@@ -59,19 +77,22 @@ def write_model_card(
         model_name=model_name if eval_results else None,
         eval_results=eval_results or None,
     )
-    sections = [
-        _card_overview(config, model_name),
-        _card_label_table(config),
-        _card_evaluation(config, metrics),
-        _card_training(training_procedure, datasets_note),
-        _card_usage(repo_id or "path/to/this-model", (training_procedure or {}).get("max_length")),
-        _card_limitations(),
-    ]
-    body = "\n\n".join(section for section in sections if section)
-    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}\n")
-    path = Path(folder, "README.md")
-    card.save(path)
-    return path
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        model_name=model_name,
+        repo_id=repo_id,
+        model_reference=repo_id or "path/to/this-model",
+        max_length=(training_procedure or {}).get("max_length"),
+        datasets_note=datasets_note,
+        training_procedure=training_procedure or {},
+        onnx_files=_onnx_files(Path(folder)),
+        **_model_variables(config),
+        **_evaluation_variables(config, metrics),
+    )
+    # Conditional sections leave runs of blank lines behind; Markdown needs at most one between blocks.
+    text = re.sub(r"\n{3,}", "\n\n", str(card).strip()) + "\n"
+    return write_text_atomically(Path(folder, "README.md"), text)
 
 
 def _hub_model_id(backbone_name: str | None) -> str | None:
@@ -81,7 +102,7 @@ def _hub_model_id(backbone_name: str | None) -> str | None:
     return backbone_name if backbone_name.count("/") == 1 else None
 
 
-def _model_index_results(metrics: dict) -> list:
+def _model_index_results(metrics: dict) -> list[EvalResult]:
     """The headline metrics as model-index entries, so the Hub shows them on the model page."""
     from huggingface_hub import EvalResult
 
@@ -103,94 +124,77 @@ def _model_index_results(metrics: dict) -> list:
     ]
 
 
-def _card_overview(config: KoSentTypeConfig, model_name: str) -> str:
-    encoder = config.encoder_config
-    backbone = f"`{config.backbone_name}`" if config.backbone_name else "a from-scratch encoder"
-    return (
-        f"# {model_name}: Korean sentence-type classifier\n\n"
-        "Classifies one Korean sentence into one of the AI Hub sentence types "
-        f"({', '.join(config.id2label[index] for index in sorted(config.id2label))}).\n\n"
-        f"Architecture: {backbone} ({encoder.model_type}, {encoder.num_hidden_layers} layers, hidden size "
-        f"{encoder.hidden_size}, vocabulary {encoder.vocab_size}) → {config.pooling} pooling over the attention mask "
-        f"→ dropout {config.classifier_dropout} → linear layer. The model code ships with the weights "
-        "(`configuration_kosenttype.py`, `modeling_kosenttype.py`), hence `trust_remote_code=True`."
-    )
+def _model_variables(config: KoSentTypeConfig) -> dict[str, Any]:
+    """The architecture and the label sets, for the overview and the Labels section."""
+    attributes = getattr(config, "attributes", None) or {}
+    return {
+        "backbone": f"`{config.backbone_name}`" if config.backbone_name else "a from-scratch encoder",
+        "encoder": config.encoder_config,
+        "pooling": config.pooling,
+        "classifier_dropout": config.classifier_dropout,
+        "labels": [
+            {"id": index, "name": label, "meaning": SENTENCE_TYPE_DEFINITIONS.get(label, MISSING)}
+            for index, label in sorted(config.id2label.items())
+        ],
+        "attribute_heads": [{"axis": axis, "labels": list(names)} for axis, names in attributes.items()],
+    }
 
 
-def _card_label_table(config: KoSentTypeConfig) -> str:
-    rows = [
-        f"| {index} | {label} | {SENTENCE_TYPE_DEFINITIONS.get(label, '—')} |"
-        for index, label in sorted(config.id2label.items())
-    ]
-    return "## Labels\n\n| id | label | meaning |\n|---|---|---|\n" + "\n".join(rows)
-
-
-def _card_evaluation(config: KoSentTypeConfig, metrics: dict) -> str:
-    headline = [
-        f"| {pretty_name} | {float(metrics[key]):.4f} |"
-        for key, (_, pretty_name, _) in MODEL_INDEX_METRICS.items()
-        if metrics.get(key) is not None
-    ]
+def _evaluation_variables(config: KoSentTypeConfig, metrics: dict) -> dict[str, Any]:
+    """The Evaluation section's tables as formatted cells: headline, per label, and one row per axis."""
     per_label = metrics.get("per_label") or {}
-    if not headline and not per_label:
-        return ""
-    parts = ["## Evaluation"]
-    if metrics.get("eval_dataset"):
-        parts.append(f"On {metrics['eval_dataset']}.")
-    if headline:
-        parts.append("| metric | value |\n|---|---|\n" + "\n".join(headline))
-    if per_label:
-        ordered = [label for label in config.id2label.values() if label in per_label]
-        ordered += [label for label in per_label if label not in ordered]
-        parts.append(
-            "| label | precision | recall | F1 | support |\n|---|---|---|---|---|\n"
-            + "\n".join(_per_label_row(label, per_label[label]) for label in ordered)
-        )
-    return "\n\n".join(parts)
+    ordered = [label for label in config.id2label.values() if label in per_label]
+    ordered += [label for label in per_label if label not in ordered]
+    return {
+        "eval_dataset": metrics.get("eval_dataset"),
+        "headline": [
+            (pretty_name, _score(metrics.get(key)))
+            for key, (_, pretty_name, _) in MODEL_INDEX_METRICS.items()
+            if metrics.get(key) is not None
+        ],
+        "per_label": [_per_label_cells(label, per_label[label]) for label in ordered],
+        "axes": _axis_rows(metrics),
+        "combined_exact_match": _score(metrics.get("combined_exact_match"), absent=None),
+        "dacon_weighted_f1": _score(metrics.get("dacon_weighted_f1"), absent=None),
+    }
 
 
-def _per_label_row(label: str, scores: dict) -> str:
-    def cell(key: str) -> str:
-        value = scores.get(key)
-        if value is None:
-            return "—"
-        return str(int(value)) if key == "support" else f"{float(value):.4f}"
-
-    return f"| {label} | {cell('precision')} | {cell('recall')} | {cell('f1')} | {cell('support')} |"
+def _per_label_cells(label: str, scores: dict) -> list[str]:
+    support = scores.get("support")
+    precision_recall_f1 = [_score(scores.get(key)) for key in ("precision", "recall", "f1")]
+    return [label, *precision_recall_f1, MISSING if support is None else str(int(support))]
 
 
-def _card_training(training_procedure: dict | None, datasets_note: str | None) -> str:
-    parts = []
-    if datasets_note:
-        parts.append(f"## Training data\n\n{datasets_note}")
-    if training_procedure:
-        rows = "\n".join(f"| {key} | {value} |" for key, value in training_procedure.items())
-        parts.append(f"## Training procedure\n\n| hyper-parameter | value |\n|---|---|\n{rows}")
-    return "\n\n".join(parts)
+def _axis_rows(metrics: dict) -> list[dict[str, str]]:
+    """One row for the sentence type and one per attribute axis, when the model has attribute heads."""
+    attributes = metrics.get("attributes") or {}
+    if not attributes:
+        return []
+    axes = {"type": metrics, **attributes}
+    return [
+        {
+            "name": name,
+            "accuracy": _score(scores.get("accuracy")),
+            "macro_f1": _score(scores.get("macro_f1")),
+            "per_label_f1": _per_label_f1(scores.get("per_label") or {}),
+        }
+        for name, scores in axes.items()
+    ]
 
 
-def _card_usage(model_reference: str, max_length: Any) -> str:
-    truncation_note = f" (inputs are truncated at {max_length} tokens)" if max_length else ""
-    return (
-        "## Usage\n\n"
-        "```python\n"
-        "from transformers import pipeline\n\n"
-        f'classifier = pipeline("text-classification", model="{model_reference}", trust_remote_code=True)\n'
-        'print(classifier("내년 경제성장률은 2% 안팎에 머물 것으로 전망된다.", top_k=None, truncation=True))\n'
-        "```\n\n"
-        f"`top_k=None` returns the score of every sentence type{truncation_note}."
-    )
+def _per_label_f1(per_label: dict) -> str:
+    """`긍정 0.91, 부정 0.70`: one axis's labels in a table cell."""
+    return ", ".join(f"{label} {_score(scores.get('f1'), digits=2)}" for label, scores in per_label.items()) or MISSING
 
 
-def _card_limitations() -> str:
-    return (
-        "## Intended use and limitations\n\n"
-        "- Intended for tagging Korean sentences one at a time by their type, e.g. to separate facts from "
-        "analysis and forecasts in news text, or to filter dialogue out of documents.\n"
-        "- The labels follow the AI Hub annotation guidelines; the boundaries between 사실형, 추론형 and 예측형 are "
-        "subjective, and most errors are confusions among these three.\n"
-        "- Trained on written Korean (mostly news-like text); other domains, other languages, and whole paragraphs "
-        "instead of single sentences are out of scope and will be less accurate.\n"
-        "- Long inputs are truncated at the tokenizer's maximum length, so only their beginning is classified.\n"
-        "- Scores are not calibrated probabilities; do not use the output alone for decisions about people."
-    )
+def _onnx_files(folder: Path) -> list[dict[str, str]]:
+    """The ONNX files the folder holds, with what they are and how big."""
+    return [
+        {"path": name, "weights": weights, "size": f"{(folder / name).stat().st_size / 2**20:.1f} MB"}
+        for name, weights in ONNX_FILES.items()
+        if (folder / name).is_file()
+    ]
+
+
+def _score(value: Any, *, digits: int = 4, absent: str | None = MISSING) -> str | None:
+    return absent if value is None else f"{float(value):.{digits}f}"

@@ -146,9 +146,9 @@ def convert(*args: str | Path, capsys=None) -> tuple[int, str, str]:
 
 
 def assert_refused(code: int, err: str, *expected: str) -> None:
-    """One clear line, naming what is wrong, and a non-zero exit."""
-    errors = [line for line in err.strip().splitlines() if line.startswith("error:")]
-    assert code == 1, err
+    """One clear line `kosenttype-convert: error: …`, naming what is wrong, and exit status 2 (can't go on)."""
+    errors = [line for line in err.strip().splitlines() if line.startswith("kosenttype-convert: error:")]
+    assert code == 2, err
     assert len(errors) == 1, err
     for text in expected:
         assert text in errors[0], errors[0]
