@@ -1,0 +1,135 @@
+"""Serve a classifier over HTTP to the clients Hugging Face users already have, batching concurrent requests.
+
+    kosenttype-serve --model DIR_OR_HUB_ID [--host 127.0.0.1] [--port 8080]
+
+Routes: POST / (the Hugging Face Inference API's text classification, what `InferenceClient.text_classification`
+sends), POST /predict (Text Embeddings Inference), POST /classify (kosenttype-predict's records, attribute heads
+included), GET /health, /info, /metrics (Prometheus), /docs (OpenAPI). The model loads in the background: /health
+answers 503 until it is ready. SIGTERM or Ctrl-C stops accepting connections, answers every request already
+accepted, and exits 0. A port in use or a model that can't be loaded: one line `kosenttype-serve: error: …`, exit 2.
+See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kosenttype.engine import BACKENDS, DEFAULT_MAX_LENGTH, load_classifier
+from kosenttype.errors import KoSentTypeError, run_command
+
+PROGRAM = "kosenttype-serve"
+AT_LEAST_ONE = ("max_batch_size", "max_queue", "max_client_batch_size", "max_input_length", "max_length")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--model", required=True, help="A saved classifier folder or a Hub model id.")
+    add("--host", default="127.0.0.1", help="The address to listen on (default: 127.0.0.1, this machine only).")
+    add("--port", type=int, default=8080, help="The port to listen on (default: 8080; 0 picks a free one).")
+    add("--backend", choices=BACKENDS, default="torch", help="torch (default) or onnxruntime (needs onnx/ files).")
+    add("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda when available).")
+    add(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16", "int8"),
+        default="auto",
+        help="auto = bf16 on CPUs with AVX-512 BF16/AMX (torch), else fp32. int8 and fp16 (GPU) are opt-in.",
+    )
+    add("--revision", help="The Hub revision (branch, tag or commit).")
+    add("--trust_remote_code", action="store_true", help="Run Python code shipped in the model folder.")
+    add("--max_batch_size", type=int, default=32, help="Sentences per model call, at most (1: no batching).")
+    add(
+        "--max_wait_ms",
+        type=float,
+        default=5.0,
+        help="How long the oldest waiting request may wait for others to fill a batch (default: 5 ms).",
+    )
+    add(
+        "--max_queue",
+        type=int,
+        default=1024,
+        help="Sentences waiting for a batch, at most; beyond, requests get 429 with Retry-After.",
+    )
+    add("--max_client_batch_size", type=int, default=32, help="Sentences in one request, at most (else 413).")
+    add("--max_input_length", type=int, default=10_000, help="Characters in one sentence, at most (else 413).")
+    add("--max_length", type=int, default=DEFAULT_MAX_LENGTH, help="Truncate sentences to this many tokens.")
+    add("--max_body_bytes", type=int, default=2_000_000, help="Bytes in one request body, at most (else 413).")
+    add(
+        "--graceful_shutdown_s",
+        type=float,
+        default=60.0,
+        help="On SIGTERM, how long to wait for accepted requests before closing anyway (default: 60 s).",
+    )
+    add(
+        "--log_level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="warning",
+        help="uvicorn's log level (info logs every request).",
+    )
+    return parser
+
+
+def check_numbers(args: argparse.Namespace) -> argparse.Namespace:
+    """Refuse limits that would make the server refuse everything or never answer, in the option's own name."""
+    for name in AT_LEAST_ONE:
+        if getattr(args, name) < 1:
+            raise KoSentTypeError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not 0 <= args.port <= 65535:
+        raise KoSentTypeError(f"--port must be between 0 and 65535, got {args.port}")
+    if not 0 <= args.max_wait_ms <= 10_000:
+        raise KoSentTypeError(f"--max_wait_ms must be between 0 and 10000, got {args.max_wait_ms}")
+    if args.max_queue < args.max_client_batch_size:
+        raise KoSentTypeError(
+            f"--max_queue ({args.max_queue}) must be at least --max_client_batch_size "
+            f"({args.max_client_batch_size}), or the largest allowed request could never be queued"
+        )
+    if args.max_body_bytes < 64:
+        raise KoSentTypeError(f"--max_body_bytes must be at least 64, got {args.max_body_bytes}")
+    if args.graceful_shutdown_s <= 0:
+        raise KoSentTypeError(f"--graceful_shutdown_s must be positive, got {args.graceful_shutdown_s}")
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from kosenttype.server_app import InferenceService, ServerMetrics, ServingLimits, run_server
+    except ImportError as error:
+        raise KoSentTypeError(
+            f"{PROGRAM} needs the serve extra ({error.name} is missing): pip install 'kosenttype[serve]'"
+        ) from error
+    limits = ServingLimits(
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_client_batch_size=args.max_client_batch_size,
+        max_input_length=args.max_input_length,
+        max_length=args.max_length,
+        max_body_bytes=args.max_body_bytes,
+    )
+    service = InferenceService(args.model, args.revision, limits, ServerMetrics())
+    return run_server(
+        service,
+        lambda: load_classifier(
+            args.model,
+            backend=args.backend,
+            device=args.device,
+            precision=args.precision,
+            revision=args.revision,
+            trust_remote_code=args.trust_remote_code,
+        ),
+        host=args.host,
+        port=args.port,
+        report=lambda line: print(f"{PROGRAM}: {line}", file=sys.stderr, flush=True),
+        log_level=args.log_level,
+        graceful_shutdown_s=args.graceful_shutdown_s,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 stopped by SIGTERM/SIGINT after answering every accepted request; 2 could not start."""
+    return run_command(PROGRAM, lambda: run(check_numbers(build_parser().parse_args(argv))))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

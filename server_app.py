@@ -1,0 +1,725 @@
+"""The HTTP server behind `kosenttype-serve`: the protocols Hugging Face clients speak, over the shared engine.
+
+Routes (FastAPI; the OpenAPI description is at /docs and /openapi.json):
+
+    POST /          the Hugging Face Inference API's text-classification task, what
+                    `huggingface_hub.InferenceClient(base_url=URL).text_classification(text, top_k=k)` sends:
+                    {"inputs": str | [str], "parameters": {"top_k": k, "function_to_apply": "softmax"|"sigmoid"|"none"}}
+                    -> [[{"label": ..., "score": ...}, ...]], one list per input, most probable first;
+    POST /predict   Text Embeddings Inference's classification route: {"inputs": str | [[str], ...],
+                    "raw_scores": bool, "truncate": bool} -> [{"score", "label"}, ...] (one input) or a list of
+                    such lists (a batch); sentence pairs are refused, since this model classifies one sentence;
+    POST /classify  kosenttype's own records, as `kosenttype-predict` writes them, attributes included:
+                    {"inputs": str | [str], "top_k": k} -> [{"id", "label", "score", "top_k"?, "attributes"?}, ...];
+    GET /health     200 once the model is loaded and the server takes requests, 503 before;
+    GET /info       the model, its labels and attribute heads, backend, precision, limits and version;
+    GET /metrics    Prometheus text: requests by route and status, queue depth, batch-size and latency histograms.
+
+Every request's sentences go through one `DynamicBatcher`: concurrent requests run as one `Classifier.logits`
+call in one worker thread (the engine sorts and token-budgets the batch), and each request gets its own rows back.
+Errors are JSON, `{"error": "...", "error_type": "..."}` as TEI writes them: 400 malformed JSON, 413 something
+larger than a limit (body, sentences per request, characters, tokens without truncation), 422 wrong types or
+empty text, 429 + Retry-After when the queue is full, 503 + Retry-After while the model loads, 500 if the model
+fails. `run_server` binds the port, loads the model in the background, serves until SIGTERM/SIGINT, then stops
+accepting, answers every request it accepted, and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import threading
+import time
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from tokenizers import Tokenizer
+
+from . import __version__
+from .dynamic_batching import BatcherClosed, DynamicBatcher, QueueFull
+from .engine import DEFAULT_MAX_LENGTH, TYPE_HEAD, Classifier, EngineSettings, sigmoid, softmax
+from .errors import EXIT_OK, KoSentTypeError, one_line
+from .records import text_error
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+RETRY_AFTER_OVERLOADED_S = 1
+RETRY_AFTER_LOADING_S = 5
+SCORE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "softmax": softmax,
+    "sigmoid": sigmoid,
+    "none": lambda logits: logits,
+}
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """How the server batches and what it refuses. `max_queue` counts sentences waiting for a batch;
+    `max_input_length` counts characters; `max_length` is the tokens a sentence is truncated to (as in predict)."""
+
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 1024
+    max_client_batch_size: int = 32
+    max_input_length: int = 10_000
+    max_length: int = DEFAULT_MAX_LENGTH
+    max_body_bytes: int = 2_000_000
+
+
+class ApiError(Exception):
+    """A request the server answers with an error: its HTTP status, TEI's `error_type`, and a one-line message."""
+
+    def __init__(self, status: int, message: str, error_type: str = "validation", retry_after: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.retry_after = retry_after
+
+    def response(self) -> JSONResponse:
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
+        return JSONResponse({"error": self.message, "error_type": self.error_type}, self.status, headers=headers)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Metrics, in Prometheus' text exposition format
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Histogram:
+    """Counts of observations per bucket (upper bounds, `le`), with their sum, as Prometheus histograms keep them."""
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.sum += value
+
+    def lines(self, name: str, labels: str = "") -> list[str]:
+        separator = "," if labels else ""
+        lines, cumulative = [], 0
+        for bound, count in zip([*map(_number, self.buckets), "+Inf"], self.counts, strict=True):
+            cumulative += count
+            lines.append(f'{name}_bucket{{{labels}{separator}le="{bound}"}} {cumulative}')
+        braces = f"{{{labels}}}" if labels else ""
+        return [*lines, f"{name}_sum{braces} {_number(self.sum)}", f"{name}_count{braces} {cumulative}"]
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+class ServerMetrics:
+    """What /metrics reports, updated from the event loop (requests) and the worker thread (batches)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.request_seconds: dict[str, Histogram] = {}
+        self.batch_sizes = Histogram(BATCH_SIZE_BUCKETS)
+        self.batch_seconds = Histogram(LATENCY_BUCKETS)
+        self.received = 0
+        self.answered = 0
+
+    def request_received(self) -> None:
+        with self._lock:
+            self.received += 1
+
+    def request_answered(self, route: str, status: int, seconds: float) -> None:
+        with self._lock:
+            self.answered += 1
+            self.requests[route, status] += 1
+            self.request_seconds.setdefault(route, Histogram(LATENCY_BUCKETS)).observe(seconds)
+
+    def batch_done(self, sentences: int, seconds: float) -> None:
+        with self._lock:
+            self.batch_sizes.observe(sentences)
+            self.batch_seconds.observe(seconds)
+
+    def exposition(self, queued_sentences: int, queued_requests: int, ready: bool) -> str:
+        with self._lock:
+            lines = [
+                "# HELP kosenttype_requests_total HTTP requests answered, by route and status.",
+                "# TYPE kosenttype_requests_total counter",
+                *(
+                    f'kosenttype_requests_total{{route="{route}",status="{status}"}} {count}'
+                    for (route, status), count in sorted(self.requests.items())
+                ),
+                "# HELP kosenttype_requests_in_flight HTTP requests received and not yet answered.",
+                "# TYPE kosenttype_requests_in_flight gauge",
+                f"kosenttype_requests_in_flight {self.received - self.answered}",
+                "# HELP kosenttype_request_duration_seconds Time from receiving a request to its last byte sent.",
+                "# TYPE kosenttype_request_duration_seconds histogram",
+                *(
+                    line
+                    for route, histogram in sorted(self.request_seconds.items())
+                    for line in histogram.lines("kosenttype_request_duration_seconds", f'route="{route}"')
+                ),
+                "# HELP kosenttype_queue_sentences Sentences waiting for a batch.",
+                "# TYPE kosenttype_queue_sentences gauge",
+                f"kosenttype_queue_sentences {queued_sentences}",
+                "# HELP kosenttype_queue_requests Requests waiting for a batch.",
+                "# TYPE kosenttype_queue_requests gauge",
+                f"kosenttype_queue_requests {queued_requests}",
+                "# HELP kosenttype_batch_size Sentences per model call.",
+                "# TYPE kosenttype_batch_size histogram",
+                *self.batch_sizes.lines("kosenttype_batch_size"),
+                "# HELP kosenttype_batch_duration_seconds Time of one model call (tokenizing included).",
+                "# TYPE kosenttype_batch_duration_seconds histogram",
+                *self.batch_seconds.lines("kosenttype_batch_duration_seconds"),
+                "# HELP kosenttype_model_ready 1 once the model is loaded and the server takes requests.",
+                "# TYPE kosenttype_model_ready gauge",
+                f"kosenttype_model_ready {int(ready)}",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+class RequestMetrics:
+    """ASGI middleware: counts every request when it arrives and when its response is complete, by route template
+    (unknown paths count as "other", so that random URLs can't grow the metrics) and status, with its duration."""
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        self.metrics.request_received()
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = getattr(scope.get("route"), "path", "other")
+            self.metrics.request_answered(route, status, time.perf_counter() - started)
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a request body over `max_body_bytes`, from its Content-Length before reading a byte,
+    or while reading a body sent without one (chunked)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await self.too_large(declared).response()(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:  # FastAPI re-raises HTTPException from reading the body
+                raise HTTPException(413, self.too_large(received).message)
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+    def too_large(self, size: int) -> ApiError:
+        return ApiError(413, f"the request body is larger than the limit of {self.max_body_bytes} bytes (got {size})")
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model behind the routes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class InferenceService:
+    """The loaded classifier behind one batcher and one worker thread; not ready until `attach` is called.
+
+    The worker thread is the only one that runs the model or the engine's tokenizer; the event loop only counts
+    tokens (for TEI's `truncate: false`) on its own copy of the tokenizer.
+    """
+
+    def __init__(self, model: str, revision: str | None, limits: ServingLimits, metrics: ServerMetrics) -> None:
+        self.model = model
+        self.revision = revision
+        self.limits = limits
+        self.metrics = metrics
+        self.classifier: Classifier | None = None
+        self.settings: EngineSettings | None = None
+        self.batcher: DynamicBatcher[str, dict[str, np.ndarray]] | None = None
+        self.token_counter: Tokenizer | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher is not None and not self._closed
+
+    def attach(self, classifier: Classifier) -> bool:
+        """Start serving `classifier`; False if the server is already shutting down."""
+        settings = classifier.resolve(
+            EngineSettings(batch_size=self.limits.max_batch_size, max_length=self.limits.max_length)
+        )
+        token_counter = Tokenizer.from_str(classifier.tokenizer.to_str())
+        token_counter.no_truncation()
+        token_counter.no_padding()
+        batcher = DynamicBatcher(
+            lambda texts: logits_rows(classifier, texts, settings),
+            max_batch_size=self.limits.max_batch_size,
+            max_wait_s=self.limits.max_wait_ms / 1000,
+            max_queue=self.limits.max_queue,
+            on_batch=self.metrics.batch_done,
+            name="kosenttype-model",
+        )
+        with self._lock:
+            if self._closed:
+                return False
+            self.classifier, self.settings, self.token_counter = classifier, settings, token_counter
+            batcher.start()
+            self.batcher = batcher
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new work and let the worker finish what it accepted."""
+        with self._lock:
+            self._closed = True
+        if self.batcher is not None:
+            self.batcher.close(timeout)
+
+    def loaded(self) -> Classifier:
+        if self.classifier is None or not self.ready:
+            raise ApiError(503, "the model is still loading", "unhealthy", RETRY_AFTER_LOADING_S)
+        return self.classifier
+
+    def checked_texts(self, texts: Sequence[Any], single: bool) -> list[str]:
+        """The request's sentences, or a 4xx naming the first one that can't be classified."""
+        if not texts:
+            raise ApiError(422, "inputs is empty: send at least one sentence")
+        if len(texts) > self.limits.max_client_batch_size:
+            limit = self.limits.max_client_batch_size
+            raise ApiError(413, f"batch size {len(texts)} > maximum allowed batch size {limit}")
+        for index, text in enumerate(texts):
+            where = "inputs" if single else f"inputs[{index}]"
+            error = text_error(text, where)
+            if error is not None:
+                raise ApiError(422, error.message)
+            if len(text) > self.limits.max_input_length:
+                raise ApiError(
+                    413, f"{where} has {len(text)} characters, more than the limit of {self.limits.max_input_length}"
+                )
+        return list(texts)
+
+    def check_untruncated(self, texts: Sequence[str], single: bool) -> None:
+        """TEI's `truncate: false`: a sentence longer than the model takes is refused rather than cut."""
+        assert self.token_counter is not None and self.settings is not None
+        limit = self.settings.max_length
+        for index, encoding in enumerate(self.token_counter.encode_batch(list(texts))):
+            if len(encoding.ids) > limit:
+                where = "inputs" if single else f"inputs[{index}]"
+                raise ApiError(413, f"{where} must have less than {limit} tokens. Given: {len(encoding.ids)}")
+
+    async def logits(self, texts: list[str]) -> list[dict[str, np.ndarray]]:
+        """Each sentence's logits per head, batched with whatever other requests are waiting."""
+        self.loaded()
+        assert self.batcher is not None
+        try:
+            future = self.batcher.submit(texts)
+        except QueueFull as error:
+            raise ApiError(429, f"{error}; retry later", "overloaded", RETRY_AFTER_OVERLOADED_S) from error
+        except BatcherClosed as error:
+            raise ApiError(503, str(error), "unhealthy", RETRY_AFTER_LOADING_S) from error
+        try:
+            rows = await asyncio.wrap_future(future)
+        except Exception as error:
+            raise ApiError(500, f"the model failed: {type(error).__name__}: {one_line(error)}", "backend") from error
+        if not all(np.isfinite(values).all() for row in rows for values in row.values()):
+            message = "the model produced non-finite scores (NaN or inf); its weights may be corrupt"
+            raise ApiError(500, message, "backend")
+        return rows
+
+    def description(self) -> dict[str, Any]:
+        """/info: TEI's field names where they exist (model_id, model_sha, model_dtype, model_type,
+        max_input_length, max_client_batch_size, auto_truncate, version), then kosenttype's own."""
+        classifier, limits = self.classifier, self.limits
+        info: dict[str, Any] = {"model_id": self.model, "model_sha": self.revision, "version": __version__}
+        if classifier is not None and self.settings is not None:
+            labels = classifier.labels
+            info |= {
+                "model_dtype": classifier.precision,
+                "model_type": {
+                    "classifier": {
+                        "id2label": {str(index): label for index, label in enumerate(labels)},
+                        "label2id": {label: index for index, label in enumerate(labels)},
+                    }
+                },
+                "max_input_length": self.settings.max_length,
+                "backend": classifier.backend.name,
+                "device": classifier.device,
+                "precision": classifier.precision,
+                "labels": labels,
+                "attributes": classifier.attributes,
+            }
+        return info | {
+            "ready": self.ready,
+            "max_client_batch_size": limits.max_client_batch_size,
+            "auto_truncate": True,
+            "batching": {
+                "max_batch_size": limits.max_batch_size,
+                "max_wait_ms": limits.max_wait_ms,
+                "max_queue": limits.max_queue,
+            },
+            "limits": {
+                "max_input_characters": limits.max_input_length,
+                "max_length_tokens": self.settings.max_length if self.settings else limits.max_length,
+                "max_body_bytes": limits.max_body_bytes,
+            },
+        }
+
+    def metrics_text(self) -> str:
+        batcher = self.batcher
+        queued = (batcher.queued_items, batcher.queued_jobs) if batcher is not None else (0, 0)
+        return self.metrics.exposition(*queued, ready=self.ready)
+
+
+def logits_rows(classifier: Classifier, texts: list[str], settings: EngineSettings) -> list[dict[str, np.ndarray]]:
+    """One engine call for the whole dynamic batch, split back into one {head: logits} row per sentence."""
+    logits = classifier.logits(texts, settings)
+    return [{head: values[row] for head, values in logits.items()} for row in range(len(texts))]
+
+
+def ranked_labels(labels: Sequence[str], scores: np.ndarray, top_k: int | None) -> list[dict[str, Any]]:
+    """[{"label", "score"}, ...], highest score first (ties in label order), the first `top_k` (all if None)."""
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    return [{"label": labels[index], "score": float(scores[index])} for index in order]
+
+
+def type_scores(classifier: Classifier, logits: np.ndarray, function: str | None) -> np.ndarray:
+    """The sentence-type scores a client asked for; by default the model's own (softmax, or a sigmoid per label
+    for multi-label models), as transformers' text-classification pipeline chooses."""
+    return classifier.probabilities(logits) if function is None else SCORE_FUNCTIONS[function](logits)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Request and response bodies
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class TextClassificationParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: StrictInt | None = Field(None, ge=1, description="Only the k most probable labels (default: all).")
+    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = Field(
+        None, description="How logits become scores (default: the model's own, softmax for this model)."
+    )
+
+
+class TextClassificationRequest(BaseModel):
+    """The Hugging Face Inference API's text-classification input; a list of sentences is a batch."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"inputs": "내일은 비가 올 것이다."}]})
+
+    inputs: StrictStr | list[StrictStr]
+    parameters: TextClassificationParameters | None = None
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class PredictRequest(BaseModel):
+    """Text Embeddings Inference's /predict input. `inputs`: a sentence, or a batch [[sentence], [sentence], ...];
+    a list of two strings is a sentence pair in TEI and is refused, since this model classifies one sentence."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"inputs": [["문장 하나."], ["둘?"]]}]})
+
+    inputs: StrictStr | list[StrictStr] | list[list[StrictStr]]
+    truncate: StrictBool | None = Field(None, description="Cut sentences longer than the model takes (default: true).")
+    truncation_direction: Literal["right", "Right"] = "right"
+    raw_scores: StrictBool = Field(False, description="Logits instead of probabilities.")
+
+
+class ClassifyRequest(BaseModel):
+    """kosenttype's own route: the records `kosenttype-predict` writes, attribute heads included."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: StrictStr | list[StrictStr]
+    top_k: StrictInt = Field(1, ge=1, description="Also return the k most probable sentence types.")
+
+
+def tei_sentences(inputs: str | list[str] | list[list[str]]) -> tuple[list[str], bool]:
+    """TEI's reading of `inputs`: (sentences, is_single). Pairs, and lists of more than one bare string, are refused."""
+    if isinstance(inputs, str):
+        return [inputs], True
+    if len(inputs) == 1 and isinstance(inputs[0], str):
+        return [inputs[0]], True
+    if inputs and all(isinstance(item, str) for item in inputs):
+        raise ApiError(
+            422,
+            "inputs: a list of strings is a sentence pair (or a malformed batch) in TEI's protocol, and this model "
+            'classifies single sentences; send a batch as [["sentence 1"], ["sentence 2"]]',
+        )
+    sentences = []
+    for index, item in enumerate(inputs):
+        if len(item) != 1:
+            raise ApiError(
+                422,
+                f"inputs[{index}] has {len(item)} strings: each batch item must be [sentence]; "
+                "sentence pairs are not supported by this single-sentence classifier",
+            )
+        sentences.append(item[0])
+    return sentences, False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The app
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def validation_error(error: RequestValidationError) -> ApiError:
+    """One line for what FastAPI found wrong with a body: 400 if it isn't JSON at all, else 422 naming the fields."""
+    problems = error.errors()
+    if any(problem.get("type") == "json_invalid" for problem in problems):
+        detail = next(problem for problem in problems if problem.get("type") == "json_invalid")
+        reason = (detail.get("ctx") or {}).get("error", "invalid JSON")
+        return ApiError(400, f"the body is not valid JSON: {reason} at position {detail['loc'][-1]}")
+    parts = []
+    for problem in problems:
+        location = ".".join(str(part) for part in problem.get("loc", ())[1:]) or "body"
+        message = problem.get("msg", "invalid")
+        if location == "body":
+            message += ' (send a JSON object with "inputs", and the header Content-Type: application/json)'
+        parts.append(f"{location}: {message}")
+    return ApiError(422, one_line("; ".join(dict.fromkeys(parts))))
+
+
+def create_app(service: InferenceService) -> FastAPI:
+    """The FastAPI app over `service`; its lifespan's end closes the service once uvicorn has answered everyone."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await asyncio.to_thread(service.close)
+
+    app = FastAPI(
+        title="kosenttype-serve",
+        version=__version__,
+        summary="Korean sentence-type classification over HTTP: the Hugging Face Inference API and TEI protocols.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_body_bytes=service.limits.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=service.metrics)  # added last: outermost, so it sees every answer
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Any, error: ApiError) -> JSONResponse:
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Any, error: RequestValidationError) -> JSONResponse:
+        return validation_error(error).response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Any, error: HTTPException) -> JSONResponse:
+        return ApiError(error.status_code, str(error.detail)).response()
+
+    errors = {status: {"description": description} for status, description in ERROR_DESCRIPTIONS.items()}
+
+    @app.post("/", responses={200: {"model": list[list[LabelScore]]}, **errors})
+    async def text_classification(request: TextClassificationRequest) -> JSONResponse:
+        """Hugging Face Inference API text classification: one list of {label, score} per input."""
+        single = isinstance(request.inputs, str)
+        texts = service.checked_texts([request.inputs] if single else request.inputs, single)
+        parameters = request.parameters or TextClassificationParameters()
+        rows = await service.logits(texts)
+        classifier = service.loaded()
+        return JSONResponse(
+            [
+                ranked_labels(
+                    classifier.labels,
+                    type_scores(classifier, row[TYPE_HEAD], parameters.function_to_apply),
+                    parameters.top_k,
+                )
+                for row in rows
+            ]
+        )
+
+    @app.post("/predict", responses={200: {"model": list[LabelScore] | list[list[LabelScore]]}, **errors})
+    async def predict(request: PredictRequest) -> JSONResponse:
+        """Text Embeddings Inference's classification route: all labels, highest score first."""
+        sentences, single = tei_sentences(request.inputs)
+        texts = service.checked_texts(sentences, single)
+        service.loaded()
+        if request.truncate is False:
+            service.check_untruncated(texts, single)
+        rows = await service.logits(texts)
+        classifier = service.loaded()
+        function = "none" if request.raw_scores else None
+        results = [
+            ranked_labels(classifier.labels, type_scores(classifier, row[TYPE_HEAD], function), None) for row in rows
+        ]
+        return JSONResponse(results[0] if single else results)
+
+    @app.post("/classify", responses=errors)
+    async def classify(request: ClassifyRequest) -> JSONResponse:
+        """kosenttype-predict's records: {id, label, score, top_k (when top_k > 1), attributes (models with heads)}."""
+        single = isinstance(request.inputs, str)
+        texts = service.checked_texts([request.inputs] if single else request.inputs, single)
+        rows = await service.logits(texts)
+        classifier = service.loaded()
+        settings = EngineSettings(top_k=request.top_k)
+        records = []
+        for index, row in enumerate(rows):
+            probabilities = {head: classifier.probabilities(values, head) for head, values in row.items()}
+            records.append(classifier.prediction(index, probabilities, settings).to_record(request.top_k > 1))
+        return JSONResponse(records)
+
+    @app.get("/health", responses={503: {"description": "The model is still loading."}})
+    async def health() -> JSONResponse:
+        """200 once the model is loaded and requests are taken; 503 before (and while shutting down)."""
+        service.loaded()
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/info")
+    async def info() -> JSONResponse:
+        """The model, its labels and attribute heads, backend, precision, batching limits and version."""
+        return JSONResponse(service.description())
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus text exposition format."""
+        return Response(service.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+ERROR_DESCRIPTIONS = {
+    400: "The body is not valid JSON.",
+    413: "Larger than a limit: the body, sentences per request, characters per sentence, or tokens (truncate=false).",
+    422: "Wrong types, unknown fields, empty or blank sentences, sentence pairs.",
+    429: "The queue is full; retry after Retry-After seconds.",
+    503: "The model is still loading; retry after Retry-After seconds.",
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running it
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound socket, so that a port in use is reported at once, before a model is loaded for nothing."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as error:
+        raise KoSentTypeError(f"--host {host}: cannot resolve it ({error.strerror})") from error
+    sock = socket.socket(family, kind, protocol)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        raise KoSentTypeError(
+            f"cannot listen on {host}:{port}: {error.strerror or one_line(error)} "
+            "(is another server using it? choose another --port)"
+        ) from error
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def run_server(
+    service: InferenceService,
+    load: Callable[[], Classifier],
+    *,
+    host: str,
+    port: int,
+    report: Callable[[str], None],
+    log_level: str = "warning",
+    graceful_shutdown_s: float | None = None,
+) -> int:
+    """Serve until SIGTERM or SIGINT, loading the model in the background (503 until it is ready).
+
+    On the signal, uvicorn stops accepting connections and waits for every request it already has (at most
+    `graceful_shutdown_s`); then the batcher finishes, and this returns 0. A model that fails to load stops the
+    server and raises its error (exit status 2 through `run_command`).
+    """
+    sock = listening_socket(host, port)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service),
+            log_level=log_level,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=graceful_shutdown_s,
+        )
+    )
+    failures: list[BaseException] = []
+
+    def load_in_background() -> None:
+        try:
+            classifier = load()
+        except BaseException as error:  # reported by the main thread once the server has stopped
+            failures.append(error)
+            server.should_exit = True
+            return
+        if service.attach(classifier):
+            where = f"{classifier.device} in {classifier.precision} ({classifier.backend.name})"
+            report(f"ready: {service.model} on {where}")
+
+    report(f"listening on {url_of(sock)}; loading {service.model}")
+    threading.Thread(target=load_in_background, name="kosenttype-loader", daemon=True).start()
+    stopped_by = None
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt as interruption:  # uvicorn re-raises the signal it handled, after shutting down
+        if not server.should_exit or failures:
+            raise
+        stopped_by = signal.Signals(getattr(interruption, "signum", signal.SIGINT)).name
+    finally:
+        sock.close()
+    if failures:
+        raise failures[0]
+    metrics = service.metrics
+    cause = f" by {stopped_by}" if stopped_by else ""
+    report(f"stopped{cause}: {metrics.received} requests received, {metrics.answered} answered")
+    return EXIT_OK
