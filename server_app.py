@@ -325,24 +325,6 @@ class InferenceService:
             raise ApiError(503, "the model is still loading", "unhealthy", RETRY_AFTER_LOADING_S)
         return self.classifier
 
-    def checked_texts(self, texts: Sequence[Any], single: bool) -> list[str]:
-        """The request's sentences, or a 4xx naming the first one that can't be classified."""
-        if not texts:
-            raise ApiError(422, "inputs is empty: send at least one sentence")
-        if len(texts) > self.limits.max_client_batch_size:
-            limit = self.limits.max_client_batch_size
-            raise ApiError(413, f"batch size {len(texts)} > maximum allowed batch size {limit}")
-        for index, text in enumerate(texts):
-            where = "inputs" if single else f"inputs[{index}]"
-            error = text_error(text, where)
-            if error is not None:
-                raise ApiError(422, error.message)
-            if len(text) > self.limits.max_input_length:
-                raise ApiError(
-                    413, f"{where} has {len(text)} characters, more than the limit of {self.limits.max_input_length}"
-                )
-        return list(texts)
-
     def check_untruncated(self, texts: Sequence[str], single: bool) -> None:
         """TEI's `truncate: false`: a sentence longer than the model takes is refused rather than cut."""
         assert self.token_counter is not None and self.settings is not None
@@ -415,6 +397,22 @@ class InferenceService:
         return self.metrics.exposition(*queued, ready=self.ready)
 
 
+def checked_texts(texts: Sequence[Any], single: bool, limits: ServingLimits) -> list[str]:
+    """The request's sentences, or a 4xx naming the first one that can't be classified."""
+    if not texts:
+        raise ApiError(422, "inputs is empty: send at least one sentence")
+    if len(texts) > limits.max_client_batch_size:
+        raise ApiError(413, f"batch size {len(texts)} > maximum allowed batch size {limits.max_client_batch_size}")
+    for index, text in enumerate(texts):
+        where = "inputs" if single else f"inputs[{index}]"
+        error = text_error(text, where)
+        if error is not None:
+            raise ApiError(422, error.message)
+        if len(text) > limits.max_input_length:
+            raise ApiError(413, f"{where} has {len(text)} characters, more than the limit of {limits.max_input_length}")
+    return list(texts)
+
+
 def logits_rows(classifier: Classifier, texts: list[str], settings: EngineSettings) -> list[dict[str, np.ndarray]]:
     """One engine call for the whole dynamic batch, split back into one {head: logits} row per sentence."""
     logits = classifier.logits(texts, settings)
@@ -433,6 +431,15 @@ def type_scores(classifier: Classifier, logits: np.ndarray, function: str | None
     return classifier.probabilities(logits) if function is None else SCORE_FUNCTIONS[function](logits)
 
 
+def text_classification_output(
+    classifier: Classifier, type_logits: Sequence[np.ndarray], parameters: TextClassificationParameters | None
+) -> list[list[dict[str, Any]]]:
+    """The Inference API's answer: for each sentence, its labels and scores, highest first."""
+    function, top_k = (parameters.function_to_apply, parameters.top_k) if parameters else (None, None)
+    labels = classifier.labels
+    return [ranked_labels(labels, type_scores(classifier, logits, function), top_k) for logits in type_logits]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Request and response bodies
 # ---------------------------------------------------------------------------------------------------------------
@@ -447,12 +454,21 @@ class TextClassificationParameters(BaseModel):
     )
 
 
-class TextClassificationRequest(BaseModel):
-    """The Hugging Face Inference API's text-classification input; a list of sentences is a batch."""
+class SentencesRequest(BaseModel):
+    """A body whose `inputs` is a sentence or a list of sentences (a batch)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"inputs": "내일은 비가 올 것이다."}]})
 
     inputs: StrictStr | list[StrictStr]
+
+    def sentences(self) -> tuple[list[str], bool]:
+        """(sentences, whether `inputs` was a single sentence)."""
+        return ([self.inputs], True) if isinstance(self.inputs, str) else (self.inputs, False)
+
+
+class TextClassificationRequest(SentencesRequest):
+    """The Hugging Face Inference API's text-classification input; a list of sentences is a batch."""
+
     parameters: TextClassificationParameters | None = None
 
 
@@ -473,12 +489,9 @@ class PredictRequest(BaseModel):
     raw_scores: StrictBool = Field(False, description="Logits instead of probabilities.")
 
 
-class ClassifyRequest(BaseModel):
+class ClassifyRequest(SentencesRequest):
     """kosenttype's own route: the records `kosenttype-predict` writes, attribute heads included."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    inputs: StrictStr | list[StrictStr]
     top_k: StrictInt = Field(1, ge=1, description="Also return the k most probable sentence types.")
 
 
@@ -562,27 +575,15 @@ def create_app(service: InferenceService) -> FastAPI:
     @app.post("/", responses={200: {"model": list[list[LabelScore]]}, **errors})
     async def text_classification(request: TextClassificationRequest) -> JSONResponse:
         """Hugging Face Inference API text classification: one list of {label, score} per input."""
-        single = isinstance(request.inputs, str)
-        texts = service.checked_texts([request.inputs] if single else request.inputs, single)
-        parameters = request.parameters or TextClassificationParameters()
-        rows = await service.logits(texts)
-        classifier = service.loaded()
-        return JSONResponse(
-            [
-                ranked_labels(
-                    classifier.labels,
-                    type_scores(classifier, row[TYPE_HEAD], parameters.function_to_apply),
-                    parameters.top_k,
-                )
-                for row in rows
-            ]
-        )
+        rows = await service.logits(checked_texts(*request.sentences(), service.limits))
+        output = text_classification_output(service.loaded(), [row[TYPE_HEAD] for row in rows], request.parameters)
+        return JSONResponse(output)
 
     @app.post("/predict", responses={200: {"model": list[LabelScore] | list[list[LabelScore]]}, **errors})
     async def predict(request: PredictRequest) -> JSONResponse:
         """Text Embeddings Inference's classification route: all labels, highest score first."""
         sentences, single = tei_sentences(request.inputs)
-        texts = service.checked_texts(sentences, single)
+        texts = checked_texts(sentences, single, service.limits)
         service.loaded()
         if request.truncate is False:
             service.check_untruncated(texts, single)
@@ -597,9 +598,7 @@ def create_app(service: InferenceService) -> FastAPI:
     @app.post("/classify", responses=errors)
     async def classify(request: ClassifyRequest) -> JSONResponse:
         """kosenttype-predict's records: {id, label, score, top_k (when top_k > 1), attributes (models with heads)}."""
-        single = isinstance(request.inputs, str)
-        texts = service.checked_texts([request.inputs] if single else request.inputs, single)
-        rows = await service.logits(texts)
+        rows = await service.logits(checked_texts(*request.sentences(), service.limits))
         classifier = service.loaded()
         settings = EngineSettings(top_k=request.top_k)
         records = []

@@ -532,6 +532,25 @@ def test_bad_limits_are_one_line_and_exit_2(tmp_path, capsys, arguments, message
     assert len(lines) == 1 and lines[0].startswith(f"kosenttype-serve: error: {message}")
 
 
+def test_endpoint_handler_answers_as_the_server(tiny_model_dir, expected):
+    from pydantic import ValidationError
+
+    from kosenttype.handler import EndpointHandler
+    from kosenttype.server_app import ApiError
+
+    handler = EndpointHandler(str(tiny_model_dir), precision="fp32")
+    [ranked] = handler({"inputs": SENTENCES[0]})
+    assert_matches(ranked, expected[SENTENCES[0]])
+    for sentence, ranked in zip(
+        SENTENCES[:3], handler({"inputs": SENTENCES[:3], "parameters": {"top_k": 2}}), strict=True
+    ):
+        assert_matches(ranked, expected[sentence], top_k=2)
+    with pytest.raises(ApiError, match="empty sentence"):
+        handler({"inputs": "  "})
+    with pytest.raises(ValidationError):
+        handler({"inputs": 5})
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The batcher itself
 # ---------------------------------------------------------------------------------------------------------------
