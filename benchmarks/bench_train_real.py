@@ -8,8 +8,8 @@ absent). Its exact duplicates are dropped and sentences whose copies disagree on
 (see the data README), then a fixed stratified split (seed 42): 80% train, of which 10% validation (best checkpoint
 by macro-F1), and 20% test, on which every figure below is measured. With no pretrained Korean encoder reachable
 here, the neural model is a small RoBERTa trained from scratch on the CPU, with a WordPiece tokenizer built from the
-training part, through train_hf.train() exactly as the command line runs it. The machine is shared with other
-jobs: examples/s are indicative.
+training part, through train_hf's own argument parser and train(), exactly as the command line runs it. The
+machine is shared with other jobs: examples/s are indicative.
 """
 
 from __future__ import annotations
@@ -29,16 +29,10 @@ from transformers.utils import logging as transformers_logging
 
 from kosenttype import SENTENCE_TYPES
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+from kosenttype.labelled_data import Example, read_labelled_file
 from kosenttype.metrics import classification_metrics
 from kosenttype.scratch_models import tiny_encoder_config, train_wordpiece_tokenizer
-from kosenttype.train_hf import (
-    DataTrainingArguments,
-    Example,
-    ModelArguments,
-    RecipeTrainingArguments,
-    read_labelled_file,
-    train,
-)
+from kosenttype.train_hf import parse_arguments, train
 
 DACON_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "dacon" / "train.csv"
 SEED = 42
@@ -83,33 +77,29 @@ def run_encoder(
     folder: Path, files: dict[str, Path], weighting: str, sampler: bool, options: argparse.Namespace
 ) -> dict:
     """One train_hf.train() run; returns the test metrics and the measured speeds."""
-    model_args = ModelArguments(
-        encoder_config=json.dumps(
-            tiny_encoder_config(VOCAB_SIZE, options.hidden, options.layers, max_length=MAX_LENGTH)
-        ),
-        tokenizer_name=str(folder / "tokenizer"),
-    )
-    data_args = DataTrainingArguments(
-        train_file=str(files["train"]),
-        validation_file=str(files["validation"]),
-        test_file=str(files["test"]),
-        max_seq_length=MAX_LENGTH,
-        class_weighting=weighting,
-        weighted_sampler=sampler,
-    )
     output = folder / f"run_{weighting}_{sampler}"
-    training_args = RecipeTrainingArguments(
-        output_dir=str(output),
-        num_train_epochs=options.epochs,
-        learning_rate=options.learning_rate,
-        per_device_eval_batch_size=128,
-        use_cpu=True,
-        disable_tqdm=True,
-        save_total_limit=1,
-        logging_strategy="epoch",
-        dataloader_pin_memory=False,
-        seed=SEED,
-    )
+    encoder = tiny_encoder_config(VOCAB_SIZE, options.hidden, options.layers, max_length=MAX_LENGTH)
+    model_args, data_args, training_args = parse_arguments(
+        [
+            "--encoder_config", json.dumps(encoder),
+            "--tokenizer_name", str(folder / "tokenizer"),
+            "--train_file", str(files["train"]),
+            "--validation_file", str(files["validation"]),
+            "--test_file", str(files["test"]),
+            "--max_seq_length", str(MAX_LENGTH),
+            "--class_weighting", weighting,
+            "--weighted_sampler", str(sampler),
+            "--output_dir", str(output),
+            "--num_train_epochs", str(options.epochs),
+            "--learning_rate", str(options.learning_rate),
+            "--per_device_eval_batch_size", "128",
+            "--use_cpu", "true",
+            "--disable_tqdm", "true",
+            "--save_total_limit", "1",
+            "--logging_strategy", "epoch",
+            "--seed", str(SEED),
+        ]
+    )  # fmt: skip
     results = train(model_args, data_args, training_args)
     state = json.loads((output / "trainer_state.json").read_text(encoding="utf-8"))
     test_speed = json.loads((output / "test_results.json").read_text(encoding="utf-8"))["test_samples_per_second"]

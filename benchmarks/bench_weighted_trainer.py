@@ -23,7 +23,7 @@ from transformers.utils import logging as transformers_logging
 
 from kosenttype import KoSentTypeConfig, KoSentTypeForSequenceClassification
 from kosenttype.scratch_models import tiny_encoder_config
-from kosenttype.train_hf import WeightedTrainer, class_weights_from_counts, sample_weights_for
+from kosenttype.weighting import WeightedTrainer, class_weights_from_counts, sample_weights_for
 
 # The type mix of the DACON training set (사실형 82%, 추론형 13%, 예측형 1.5%, 대화형 3.5%).
 TYPE_SHARES = (0.82, 0.13, 0.015, 0.035)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,18 +23,11 @@ from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, f1_score
 
 from kosenttype import SENTENCE_TYPES
+from kosenttype.errors import KoSentTypeError
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+from kosenttype.labelled_data import Example, hold_out_validation, read_labelled_file, report_shared_sentences
 from kosenttype.scratch_models import tiny_encoder_config
-from kosenttype.train_hf import (
-    Example,
-    InputError,
-    hold_out_validation,
-    main,
-    parse_arguments,
-    preferred_mixed_precision,
-    read_labelled_file,
-    report_shared_sentences,
-)
+from kosenttype.train_hf import PACKAGE_FOLDER, main, parse_arguments, preferred_mixed_precision
 
 # KOREAN_SENTENCES in order: 3 사실형, 3 추론형, 3 예측형, 3 대화형, then a 사실형 and a 대화형.
 TYPE_IDS = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 0, 3]
@@ -143,6 +138,38 @@ def _bad_inputs(folder: Path) -> list[tuple[Path, str]]:
         ),
         (folder / "absent.json", "absent.json: no such file"),
         (write_json(folder / "notes.txt", GOOD_ROWS), "notes.txt: unsupported format"),
+        *_hostile_inputs(folder),
+    ]
+
+
+def _hostile_inputs(folder: Path) -> list[tuple[Path, str]]:
+    """Inputs that used to pass silently, crash or print a traceback (issue 9)."""
+    good_line = json.dumps(GOOD_ROWS[0], ensure_ascii=False)
+    unclosed = folder / "unclosed.csv"  # the quote opened on line 3 would swallow lines 4-5 into one text
+    unclosed.write_text(
+        'sentence,label\n첫 문장.,0\n"닫히지 않은 따옴표,1\n셋째 문장.,2\n넷째 문장.,3\n', encoding="utf-8"
+    )
+    extra = folder / "extra.csv"  # pandas would take the first column for an index and shift the others
+    extra.write_text("sentence,label\n첫 문장.,0\n둘째 문장,1,덤\n", encoding="utf-8")
+    (folder / "a_folder.json").mkdir()
+    deep_array = folder / "deep.json"
+    deep_array.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    deep_line = folder / "deep.jsonl"  # this one crashed the process inside pyarrow (segmentation fault)
+    deep_line.write_text(f'{good_line}\n{{"sentence": "깊다", "label": {"[" * 100_000}{"]" * 100_000}}}\n')
+    surrogate = folder / "surrogate.jsonl"
+    surrogate.write_text(f'{good_line}\n{{"sentence": "\\ud800 외톨이", "label": 0}}\n', encoding="utf-8")
+    utf16 = folder / "utf16.jsonl"
+    utf16.write_bytes((good_line + "\n").encode("utf-16"))
+    control = write_jsonl(folder / "control.jsonl", [*GOOD_ROWS, {"sentence": "\u0000\u0001 \t", "label": 0}])
+    return [
+        (unclosed, "unclosed.csv: line 3: a quoted field opened here is not closed properly"),
+        (extra, "extra.csv: line 3: 3 fields, but the header has 2"),
+        (folder / "a_folder.json", "a_folder.json: is a folder, not a data file"),
+        (deep_array, "deep.json: JSON nested too deeply"),
+        (deep_line, "deep.jsonl: line 2: JSON nested too deeply"),
+        (surrogate, "surrogate.jsonl: line 2: a lone surrogate escape (\\ud800) is not text"),
+        (utf16, "utf16.jsonl: UTF-16 text; save it as UTF-8"),
+        (control, "control.jsonl: line 5: empty text in 'sentence'"),
     ]
 
 
@@ -155,7 +182,7 @@ def test_bad_input_is_one_line_naming_file_and_row_and_writes_nothing(tmp_path, 
             argv = [argument for pair in files.items() for argument in (pair[0], str(pair[1]))]
             assert main([*argv, "--output_dir", str(output)]) == 2
             error_lines = capsys.readouterr().err.strip().splitlines()
-            assert len(error_lines) == 1 and error_lines[0].startswith("error: "), error_lines
+            assert len(error_lines) == 1 and error_lines[0].startswith("kosenttype-train: error: "), error_lines
             assert message in error_lines[0], error_lines[0]
             assert str(bad.parent) in error_lines[0]
             assert not output.exists()
@@ -164,11 +191,11 @@ def test_bad_input_is_one_line_naming_file_and_row_and_writes_nothing(tmp_path, 
 def test_read_errors_are_data_errors(tmp_path):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"sentence": "첫 줄", "label": 0}\n{"sentence": "둘째 줄", \n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"broken.jsonl: line 2: invalid JSON"):
+    with pytest.raises(KoSentTypeError, match=r"broken.jsonl: line 2: invalid JSON"):
         read_labelled_file(broken, SENTENCE_TYPES)
     latin = tmp_path / "latin.csv"
     latin.write_bytes("sentence,label\ncaf\xe9,0\n".encode("latin-1"))
-    with pytest.raises(InputError, match=r"latin\.csv: not UTF-8"):
+    with pytest.raises(KoSentTypeError, match=r"latin\.csv: not UTF-8"):
         read_labelled_file(latin, SENTENCE_TYPES)
 
 
@@ -254,27 +281,33 @@ def scratch_setup(tmp_path_factory, tiny_tokenizer) -> dict:
 
 @pytest.fixture(scope="module")
 def trained_run(scratch_setup, tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("run") / "model"
+    """The run folder: the Trainer's checkpoints and state, and the package in PACKAGE_FOLDER."""
+    output = tmp_path_factory.mktemp("run") / "run"
     argv = ["--train_file", str(scratch_setup["train"]), "--validation_file", str(scratch_setup["validation"])]
     assert main([*argv, *scratch_setup["arguments"], "--output_dir", str(output)]) == 0
     return output
 
 
-def test_output_is_a_hub_package_with_metrics_card_and_plot(trained_run):
-    config = json.loads((trained_run / "config.json").read_text(encoding="utf-8"))
+@pytest.fixture(scope="module")
+def trained_model(trained_run) -> Path:
+    return trained_run / PACKAGE_FOLDER
+
+
+def test_output_is_a_hub_package_with_metrics_card_and_plot(trained_run, trained_model):
+    config = json.loads((trained_model / "config.json").read_text(encoding="utf-8"))
     assert config["model_type"] == "kosenttype" and set(config["auto_map"]) >= {
         "AutoConfig",
         "AutoModelForSequenceClassification",
     }
-    tokenizer_config = json.loads((trained_run / "tokenizer_config.json").read_text(encoding="utf-8"))
+    tokenizer_config = json.loads((trained_model / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert tokenizer_config["tokenizer_class"] == "BertTokenizer" and "is_local" not in tokenizer_config
-    metrics = json.loads((trained_run / "eval_results.json").read_text(encoding="utf-8"))
+    metrics = json.loads((trained_model / "eval_results.json").read_text(encoding="utf-8"))
     assert {"eval_accuracy", "eval_macro_f1", "eval_weighted_f1", "eval_예측형_recall", "eval_대화형_support"} <= set(
         metrics
     )
-    card = (trained_run / "README.md").read_text(encoding="utf-8")
+    card = (trained_model / "README.md").read_text(encoding="utf-8")
     assert f"| Macro F1 | {metrics['eval_macro_f1']:.4f} |" in card and "dev.jsonl" in card
-    assert (trained_run / "eval_confusion_matrix.png").read_bytes().startswith(b"\x89PNG")
+    assert (trained_model / "eval_confusion_matrix.png").read_bytes().startswith(b"\x89PNG")
     checkpoints = sorted(trained_run.glob("checkpoint-*"))
     assert len(checkpoints) == 2
     for checkpoint in checkpoints:
@@ -283,14 +316,14 @@ def test_output_is_a_hub_package_with_metrics_card_and_plot(trained_run):
         assert json.loads((checkpoint / "tokenizer_config.json").read_text())["tokenizer_class"] == "BertTokenizer"
 
 
-def test_saved_model_loads_in_a_fresh_process_and_reproduces_the_reported_metrics(trained_run, scratch_setup):
+def test_saved_model_loads_in_a_fresh_process_and_reproduces_the_reported_metrics(trained_model, scratch_setup):
     """Auto classes and pipeline with trust_remote_code in a new interpreter; macro-F1 recomputed independently."""
     texts = [row["sentence"] for row in scratch_setup["validation_rows"]]
     code = f"""
 import json
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
-folder = {str(trained_run)!r}
+folder = {str(trained_model)!r}
 texts = {texts!r}
 model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
 tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
@@ -309,7 +342,7 @@ print(json.dumps({{
     assert result["pipeline"] == [SENTENCE_TYPES[index] for index in result["argmax"]]
     assert result["all_scores"] == pytest.approx(1.0, abs=1e-5)
     truth = [row["label"] for row in scratch_setup["validation_rows"]]
-    reported = json.loads((trained_run / "eval_results.json").read_text(encoding="utf-8"))
+    reported = json.loads((trained_model / "eval_results.json").read_text(encoding="utf-8"))
     assert reported["eval_accuracy"] == pytest.approx(accuracy_score(truth, result["argmax"]))
     assert reported["eval_macro_f1"] == pytest.approx(
         f1_score(truth, result["argmax"], labels=range(4), average="macro", zero_division=0)
@@ -372,7 +405,7 @@ class RecordingHubApi:
 
 def test_push_to_hub_uploads_the_package_with_our_card(scratch_setup, tmp_path, monkeypatch):
     api = RecordingHubApi()
-    monkeypatch.setattr("transformers.trainer.hf_api", lambda: api)
+    monkeypatch.setattr("kosenttype.train_hf.HfApi", lambda: api)
     output = tmp_path / "pushed"
     argv = ["--train_file", str(scratch_setup["train"]), "--validation_file", str(scratch_setup["validation"])]
     argv += [*scratch_setup["arguments"], "--num_train_epochs", "1", "--output_dir", str(output)]
@@ -405,4 +438,173 @@ def test_torchrun_on_two_cpu_processes_trains_one_model_on_shards(scratch_setup,
     state = json.loads((output / "trainer_state.json").read_text(encoding="utf-8"))
     assert state["global_step"] == 2  # 24 sentences, 8 per process and step, 2 processes
     assert completed.stdout.count("eval (8 sentences)") == 1  # the table is printed once, by the main process
-    assert (output / "model.safetensors").is_file() and (output / "README.md").is_file()
+    assert (output / PACKAGE_FOLDER / "model.safetensors").is_file() and (
+        output / PACKAGE_FOLDER / "README.md"
+    ).is_file()
+
+
+# ---- retraining, the output folder, resuming, lengths and signals (issue 9) -----------------------------------------
+
+
+def run_refused(capsys, argv: list[str]) -> str:
+    """Run the command, expecting it to stop at once: exit 2 and exactly one line `kosenttype-train: error: …`."""
+    assert main(argv) == 2
+    error_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(error_lines) == 1 and error_lines[0].startswith("kosenttype-train: error: "), error_lines
+    return error_lines[0]
+
+
+def files_under(folder: Path) -> dict[str, int]:
+    """Every file below `folder` with its size: a listing to compare before and after."""
+    return {str(path.relative_to(folder)): path.stat().st_size for path in folder.rglob("*") if path.is_file()}
+
+
+def scratch_argv(scratch_setup: dict, output: Path, *extra: str) -> list[str]:
+    files = ["--train_file", str(scratch_setup["train"]), "--validation_file", str(scratch_setup["validation"])]
+    return [*files, *scratch_setup["arguments"], "--output_dir", str(output), *extra]
+
+
+@pytest.mark.parametrize("start", ["converted", "trained"])
+def test_retrains_from_a_saved_kosenttype_folder(start, tiny_model_dir, trained_model, scratch_setup, tmp_path):
+    """A published folder (config.json without pad_token_id, as the converter writes it under transformers 5.x) and a
+    folder this command trained both start a new run (it died with TypeError: unexpected keyword 'pad_token_id')."""
+    source = tmp_path / "published"
+    shutil.copytree(tiny_model_dir if start == "converted" else trained_model, source)
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    config.pop("pad_token_id", None)
+    (source / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    output = tmp_path / "retrained"
+    argv = ["--train_file", str(scratch_setup["train"]), "--validation_file", str(scratch_setup["validation"])]
+    argv += ["--model_name_or_path", str(source), "--num_train_epochs", "1", "--per_device_train_batch_size", "8"]
+    assert main([*argv, "--max_seq_length", str(TINY_MAX_LENGTH), "--output_dir", str(output)]) == 0
+    retrained = load_file(output / PACKAGE_FOLDER / "model.safetensors")
+    started = load_file(source / "model.safetensors")
+    assert retrained.keys() == started.keys()  # the same architecture, trained further: weights moved
+    assert not torch.equal(retrained["classifier.weight"], started["classifier.weight"])
+
+
+def test_model_package_holds_no_training_state(trained_run, trained_model):
+    """What the README calls Hub-ready is the package only; the Trainer's state stays in the run folder."""
+    package = set(files_under(trained_model))
+    assert package == {
+        "config.json",
+        "model.safetensors",
+        "configuration_kosenttype.py",
+        "modeling_kosenttype.py",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "eval_results.json",
+        "eval_confusion_matrix.png",
+    }, package
+    assert (trained_run / "trainer_state.json").is_file() and (trained_run / "training_run.json").is_file()
+    assert not list(trained_run.parent.glob(".*"))  # no staging folder left beside the run
+
+
+def test_refuses_to_train_over_another_run_unless_asked(trained_run, scratch_setup, tmp_path, capsys):
+    before = files_under(trained_run)
+    message = run_refused(capsys, scratch_argv(scratch_setup, trained_run))
+    assert f"--output_dir {trained_run} already holds a run" in message and "--overwrite_output_dir" in message
+    assert files_under(trained_run) == before
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    assert main(scratch_argv(scratch_setup, copy, "--overwrite_output_dir", "--num_train_epochs", "1")) == 0
+    # One epoch of 3 steps: the old run's checkpoint-6 is gone, not mixed with the new run's checkpoint-3.
+    assert sorted(path.name for path in copy.glob("checkpoint-*")) == ["checkpoint-3"]
+    state = json.loads((copy / "trainer_state.json").read_text(encoding="utf-8"))
+    assert state["global_step"] == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [(["--learning_rate", "1e-2"], "learning_rate"), (["--class_weighting", "none"], "class_weighting")],
+)
+def test_resume_refuses_the_checkpoint_of_another_run(trained_run, scratch_setup, tmp_path, capsys, change, named):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    before = files_under(copy)
+    message = run_refused(capsys, scratch_argv(scratch_setup, copy, "--resume_from_checkpoint", "true", *change))
+    assert "comes from another run" in message and f"({named} was" in message
+    assert files_under(copy) == before
+
+
+def test_resume_refuses_other_training_data(trained_run, scratch_setup, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    other = write_json(tmp_path / "train.json", [{"sentence": text, "label": label} for text, label in LABELLED] * 2)
+    argv = scratch_argv(scratch_setup, copy, "--resume_from_checkpoint", "true")
+    argv[argv.index("--train_file") + 1] = str(other)
+    assert "(train_file (content) was" in run_refused(capsys, argv)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_resume_without_a_checkpoint_is_one_line_and_leaves_no_folder(scratch_setup, tmp_path, capsys, existing):
+    output = tmp_path / "empty"
+    if existing:
+        output.mkdir()
+    message = run_refused(capsys, scratch_argv(scratch_setup, output, "--resume_from_checkpoint", "true"))
+    assert f"{output} holds no checkpoint to resume from" in message
+    assert (sorted(output.iterdir()) == []) if existing else not output.exists()
+    missing = tmp_path / "run" / "checkpoint-9"
+    message = run_refused(capsys, scratch_argv(scratch_setup, output, "--resume_from_checkpoint", str(missing)))
+    assert f"--resume_from_checkpoint {missing}: not found" in message
+
+
+def test_bad_arguments_are_one_line_and_leave_no_folder(scratch_setup, tmp_path, capsys):
+    output = tmp_path / "out"
+    # 24 training sentences, 6 of each type: 7 folds can't all hold one of each.
+    for folds, expected in (("1", "--cv_folds must be 0 (off) or at least 2, not 1"), ("7", "needs at least 7")):
+        assert expected in run_refused(capsys, scratch_argv(scratch_setup, output, "--cv_folds", folds))
+    for missing in (str(tmp_path / "no_such_folder"), "./no_such_folder"):
+        argv = scratch_argv(scratch_setup, output)
+        argv[argv.index("--tokenizer_name") + 1] = missing
+        assert f"--tokenizer_name {missing}: not found" in run_refused(capsys, argv)
+        argv = scratch_argv(scratch_setup, output)
+        del argv[argv.index("--encoder_config") : argv.index("--encoder_config") + 2]
+        argv += ["--model_name_or_path", missing]
+        assert f"--model_name_or_path {missing}: not found" in run_refused(capsys, argv)
+    a_file = write_json(tmp_path / "a_file", [])
+    assert f"--output_dir {a_file} exists and is not a folder" in run_refused(
+        capsys, scratch_argv(scratch_setup, a_file)
+    )
+    assert not output.exists()
+
+
+def test_max_seq_length_above_the_encoders_positions_is_capped(scratch_setup, tmp_path):
+    """--max_seq_length 200 on an encoder with 66 positions (RoBERTa: 64 tokens) used to stop with an IndexError at
+    the first batch holding a long sentence; it trains, cut at what the encoder takes."""
+    long_sentence = " ".join(KOREAN_SENTENCES) * 3
+    rows = [{"sentence": long_sentence, "label": "사실형"}, *json.loads(scratch_setup["train"].read_text())]
+    train = write_json(tmp_path / "long.json", rows)
+    argv = scratch_argv(scratch_setup, tmp_path / "out", "--max_seq_length", "200", "--num_train_epochs", "1")
+    argv[argv.index("--train_file") + 1] = str(train)
+    assert main(argv) == 0
+    encoder = json.loads(argv[argv.index("--encoder_config") + 1])
+    positions = encoder["max_position_embeddings"] - encoder["pad_token_id"] - 1  # RoBERTa counts from pad + 1
+    tokenizer_config = json.loads((tmp_path / "out" / PACKAGE_FOLDER / "tokenizer_config.json").read_text())
+    assert tokenizer_config["model_max_length"] == positions == TINY_MAX_LENGTH
+
+
+def send_sigterm(*args, **kwargs) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_during_training_leaves_no_model_folder(scratch_setup, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("kosenttype.train_hf.HubTokenizerInCheckpoints.on_save", send_sigterm)
+    output = tmp_path / "run"
+    assert main(scratch_argv(scratch_setup, output)) == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM" in capsys.readouterr().err
+    assert not (output / PACKAGE_FOLDER).exists() and not list(output.glob(".*"))
+
+
+def test_sigterm_while_saving_the_package_keeps_the_previous_one(trained_run, scratch_setup, tmp_path, monkeypatch):
+    """The package is staged beside its place: a signal halfway through (weights and tokenizer written, the card
+    not yet) leaves the previous run's package as it was, and no staging folder."""
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    previous = files_under(copy / PACKAGE_FOLDER)
+    monkeypatch.setattr("kosenttype.train_hf.write_model_card", send_sigterm)
+    argv = scratch_argv(scratch_setup, copy, "--overwrite_output_dir", "--num_train_epochs", "1")
+    assert main(argv) == 128 + signal.SIGTERM
+    assert files_under(copy / PACKAGE_FOLDER) == previous
+    assert not list(copy.glob(".*"))

@@ -23,7 +23,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 from kosenttype import KoSentTypeConfig, KoSentTypeForSequenceClassification
 from kosenttype.scratch_models import tiny_encoder_config
-from kosenttype.train_hf import (
+from kosenttype.weighting import (
     SeededWeightedRandomSampler,
     WeightedTrainer,
     class_weights_from_counts,

@@ -1,0 +1,327 @@
+"""Labelled sentence files for training: read with `datasets`, checked row by row, split for validation.
+
+Training on a silently skipped or mislabelled row would shift every metric without anyone noticing, so every row is
+checked and the first bad one stops the run with its file and row named (`KoSentTypeError`). The rows are parsed
+by `datasets.load_dataset` ("json" for JSON arrays and JSON Lines, "csv" for CSV and TSV) and their labels read by
+a `ClassLabel`. A first pass with the standard library finds each row's line (or array item) for those messages,
+and refuses what `datasets` would get wrong: a CSV quote never closed (pandas merges the rows after it into one
+text), a CSV row with more fields than the header (pandas shifts its columns), JSON nested deeper than Python's
+parser goes (pyarrow crashes the whole process on it) and lone surrogate escapes such as `\\ud800` (not text).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import logging
+import os
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+from datasets import ClassLabel, Dataset, Features, Value, load_dataset
+
+from .errors import KoSentTypeError, one_line
+
+logger = logging.getLogger(__name__)
+
+# Column pairs (text, label) looked for when none is named: ours and prepare_aihub.py's, then DACON's.
+KNOWN_COLUMNS = (("sentence", "label"), ("문장", "유형"))
+# File suffix → the `datasets` builder that parses it.
+BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv"}
+# A JSON string escape of a UTF-16 surrogate: text only in a valid high + low pair, never alone.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled sentence: its text (stripped) and its label's index in the label list."""
+
+    text: str
+    label: int
+
+
+def read_labelled_file(
+    path: str | os.PathLike,
+    label_names: Sequence[str],
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> list[Example]:
+    """Read a JSON array, JSON Lines, CSV or TSV file of labelled sentences, refusing the first bad row.
+
+    Labels are names (`사실형`) or ids (`0`, also as text in a CSV); the text and label columns are the named
+    ones, else the first pair of `KNOWN_COLUMNS` the file has.
+    """
+    path = Path(path)
+    text = _read_text(path)
+    builder = BUILDERS[path.suffix.lower()]
+    if builder == "csv":
+        header, positions = csv_row_positions(path, text, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        table = _load_table(path, "csv", sep=header.delimiter, na_filter=False, features=header.features)
+    else:
+        positions = json_row_positions(path, text)
+        table = _load_table(path, "json")
+    if len(table) != len(positions):  # the two parsers disagree: never train on what only one of them saw
+        raise KoSentTypeError(f"{path}: datasets read {len(table)} rows where the file has {len(positions)}")
+    text_key, label_key = resolve_columns(path, table.column_names, text_column, label_column)
+    labels = ClassLabel(names=list(label_names))
+    return [
+        Example(checked_text(path, position, text_key, value), checked_label(path, position, label_key, label, labels))
+        for position, value, label in zip(positions, table[text_key], table[label_key], strict=True)
+    ]
+
+
+def _read_text(path: Path) -> str:
+    """The whole file as text, or one line saying why it can't be: missing, a folder, a format or encoding."""
+    if path.suffix.lower() not in BUILDERS:
+        raise KoSentTypeError(f"{path}: unsupported format; expected one of {', '.join(BUILDERS)}")
+    if path.is_dir():
+        raise KoSentTypeError(f"{path}: is a folder, not a data file")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise KoSentTypeError(f"{path}: no such file") from None
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise KoSentTypeError(f"{path}: UTF-16 text; save it as UTF-8")
+    try:
+        return raw.decode("utf-8-sig")  # spreadsheet programs put a byte-order mark in front of the header
+    except UnicodeDecodeError as error:
+        raise KoSentTypeError(f"{path}: not UTF-8 text (byte {error.start})") from None
+
+
+# ---- The first pass: where each row is, and what datasets would get wrong -----------------------------------------
+
+
+@dataclass(frozen=True)
+class CsvHeader:
+    names: list[str]
+    delimiter: str
+
+    @property
+    def features(self) -> Features:
+        """Every column as text: pandas would otherwise read a sentence like `2024` as a number."""
+        return Features({name: Value("string") for name in self.names})
+
+
+def csv_row_positions(path: Path, text: str, delimiter: str) -> tuple[CsvHeader, list[str]]:
+    """The header and `line N` of each data row, after checking that every row is one well-quoted line of at most
+    the header's fields. A quote left open would otherwise swallow the rows after it into one text."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    positions: list[str] = []
+    last_line = 0
+    try:
+        header = next(reader, None)
+        if not header:
+            raise KoSentTypeError(f"{path}: no rows")
+        if len(set(header)) != len(header) or not all(header):
+            raise KoSentTypeError(f"{path}: line 1: the header has an empty or repeated column name: {header}")
+        last_line = reader.line_num
+        for row in reader:
+            first_line, last_line = last_line + 1, reader.line_num
+            if not row:
+                continue  # a blank line, which pandas skips too
+            if last_line > first_line:
+                raise KoSentTypeError(
+                    f"{path}: line {first_line}: a quoted field runs on to line {last_line}; is a closing quote "
+                    "missing? (each sentence must be on one line)"
+                )
+            if len(row) > len(header):
+                raise KoSentTypeError(f"{path}: line {first_line}: {len(row)} fields, but the header has {len(header)}")
+            positions.append(f"line {first_line}")
+    except csv.Error as error:  # strict: a quote never closed (end of data), or text after a closing quote
+        raise KoSentTypeError(
+            f"{path}: line {last_line + 1}: a quoted field opened here is not closed properly ({error})"
+        ) from None
+    return CsvHeader(header, delimiter), positions
+
+
+def json_row_positions(path: Path, text: str) -> list[str]:
+    """`item N` of each object of a JSON array, or `line N` of each of JSON Lines, after checking that each row
+    parses, is an object, is nested no deeper than Python's parser goes and holds no lone surrogate."""
+    if text.lstrip().startswith("["):
+        items = _parse_json(path, text)
+        numbered = [(f"item {index}", item) for index, item in enumerate(items, start=1)]
+    else:
+        numbered = [
+            (f"line {number}", _parse_json(path, line, f"line {number}"))
+            for number, line in enumerate(text.split("\n"), start=1)  # not splitlines(): JSON text may hold U+2028
+            if line.strip()
+        ]
+    check_surrogates = SURROGATE_ESCAPE.search(text) is not None
+    for position, row in numbered:
+        if not isinstance(row, dict):
+            raise KoSentTypeError(f"{path}: {position}: expected an object with the text and label, got {row!r:.60}")
+        if check_surrogates:
+            _refuse_lone_surrogates(path, position, row)
+    if not numbered:
+        raise KoSentTypeError(f"{path}: no rows")
+    return [position for position, _ in numbered]
+
+
+def _parse_json(path: Path, text: str, position: str | None = None) -> Any:
+    """One JSON value: a line of JSON Lines (at `position`), or a whole file (its error names the line)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise KoSentTypeError(f"{path}: {position or f'line {error.lineno}'}: invalid JSON ({error.msg})") from None
+    except RecursionError:
+        where = f"{position}: " if position else ""
+        raise KoSentTypeError(f"{path}: {where}JSON nested too deeply to be a table of sentences") from None
+
+
+def _refuse_lone_surrogates(path: Path, position: str, row: dict) -> None:
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        surrogate = error.object[error.start : error.end].encode("unicode_escape").decode("ascii")
+        raise KoSentTypeError(
+            f"{path}: {position}: a lone surrogate escape ({surrogate}) is not text; fix or drop the row"
+        ) from None
+
+
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """No progress bars or info lines from `datasets` while reading: a bad file must end in one line."""
+    bars_were_enabled = datasets.is_progress_bar_enabled()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if bars_were_enabled:
+            datasets.enable_progress_bars()
+
+
+def _load_table(path: Path, builder: str, **options: Any) -> Dataset:
+    with _quiet_datasets():
+        try:
+            return load_dataset(builder, data_files=str(path), split="train", **options)
+        except Exception as error:  # datasets wraps the parser's own error (pyarrow's, pandas') in its own
+            raise KoSentTypeError(f"{path}: cannot be read as a table: {one_line(error.__cause__ or error)}") from None
+
+
+# ---- The second pass: every row's values ----------------------------------------------------------------------------
+
+
+def resolve_columns(
+    path: Path, available: Sequence[str], text_column: str | None, label_column: str | None
+) -> tuple[str, str]:
+    """The (text, label) columns: the named ones, else the first known pair the file has."""
+    candidates = [(text_column or text, label_column or label) for text, label in KNOWN_COLUMNS]
+    for text, label in candidates:
+        if text in available and label in available:
+            return text, label
+    for text, label in candidates:
+        if text in available:
+            return text, label
+    expected = text_column or " or ".join(text for text, _ in KNOWN_COLUMNS)
+    raise KoSentTypeError(f"{path}: no text column {expected} (columns: {', '.join(available)}); set --text_column")
+
+
+def checked_text(path: Path, position: str, key: str, value: Any) -> str:
+    """The stripped sentence, or the row's error: missing, not text, or nothing but spaces and control characters."""
+    if value is None:
+        raise KoSentTypeError(f"{path}: {position}: missing field '{key}'")
+    if not isinstance(value, str):
+        raise KoSentTypeError(f"{path}: {position}: '{key}' is not text: {value!r:.60}")
+    if all(unicodedata.category(character)[0] in "CZ" for character in value):
+        raise KoSentTypeError(f"{path}: {position}: empty text in '{key}'")
+    return value.strip()
+
+
+def checked_label(path: Path, position: str, key: str, value: Any, labels: ClassLabel) -> int:
+    """The label's index: `ClassLabel` reads a name or an id (CSV ids arrive as text); anything else is the row's
+    error. (`ClassLabel` also takes -1, its "no label", which a training row can't be.)"""
+    if value is None or value == "":
+        raise KoSentTypeError(f"{path}: {position}: missing field '{key}'")
+    index = -1
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        with suppress(ValueError):
+            index = labels.str2int(str(value))
+    if index < 0:
+        raise KoSentTypeError(
+            f"{path}: {position}: unknown label {value!r} in '{key}'; expected one of {', '.join(labels.names)} "
+            f"or an id 0-{labels.num_classes - 1}"
+        )
+    return index
+
+
+# ---- Splits -------------------------------------------------------------------------------------------------------
+
+
+def report_shared_sentences(
+    train: Sequence[Example], other: Sequence[Example], train_name: str, other_name: str
+) -> int:
+    """Warn about sentences of an evaluation set that training also sees: they inflate its scores."""
+    training_texts = {example.text for example in train}
+    shared = list(dict.fromkeys(example.text for example in other if example.text in training_texts))
+    if shared:
+        samples = "; ".join(repr(text if len(text) <= 40 else text[:39] + "…") for text in shared[:3])
+        logger.warning(
+            f"{len(shared)} sentences of {other_name} also appear in {train_name} (its scores are optimistic), "
+            f"e.g. {samples}"
+        )
+    return len(shared)
+
+
+def hold_out_validation(examples: Sequence[Example], percentage: int, seed: int) -> tuple[list[Example], list[Example]]:
+    """Split off a stratified validation part, so a lone training file still gets a best-checkpoint choice."""
+    from sklearn.model_selection import train_test_split
+
+    labels = [example.label for example in examples]
+    stratify = labels if min(Counter(labels).values()) >= 2 else None
+    train, validation = train_test_split(
+        list(examples), test_size=percentage / 100, random_state=seed, stratify=stratify
+    )
+    return train, validation
+
+
+def cross_validation_folds(
+    examples: Sequence[Example], folds: int, seed: int, label_names: Sequence[str], source: str
+) -> list[tuple[list[Example], list[Example]]]:
+    """(train, held-out) pairs of stratified k-fold cross-validation; every present type must reach every fold."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = Counter(example.label for example in examples)
+    label, fewest = min(counts.items(), key=lambda item: item[1])
+    if fewest < folds:
+        raise KoSentTypeError(
+            f"--cv_folds {folds} needs at least {folds} sentences of each type in {source}, but {label_names[label]} "
+            f"has {fewest}; use fewer folds"
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    labels = [example.label for example in examples]
+    return [
+        ([examples[index] for index in train], [examples[index] for index in held_out])
+        for train, held_out in splitter.split(labels, labels)
+    ]
+
+
+def label_counts(examples: Sequence[Example], label_names: Sequence[str]) -> list[int]:
+    """How many examples of each label, in the labels' order (absent labels count 0)."""
+    counts = Counter(example.label for example in examples)
+    return [counts[index] for index in range(len(label_names))]
+
+
+def to_dataset(examples: Sequence[Example], tokenizer: Any, max_length: int, label_names: Sequence[str]) -> Dataset:
+    """Tokenize once up front, the labels cast to a `ClassLabel`; padding is left to the collator, per batch."""
+    features = Features({"text": Value("string"), "labels": ClassLabel(names=list(label_names))})
+    dataset = Dataset.from_dict(
+        {"text": [example.text for example in examples], "labels": [example.label for example in examples]},
+        features=features,
+    )
+    return dataset.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+        batched=True,
+        remove_columns=["text"],
+    )
