@@ -474,7 +474,7 @@ def resolve_architecture(backbone: str | None, encoder: dict[str, torch.Tensor],
             ) from None
         failure = f"the configuration of {backbone} could not be loaded ({one_line(error, limit=200)})"
         return _infer_architecture(encoder, hints, backbone, failure)
-    if isinstance(config, KoSentTypeConfig):  # a kosenttype model folder: its nested encoder is the architecture
+    if config.model_type == KoSentTypeConfig.model_type:  # a kosenttype model (or its remote-code copy)
         origin = f"the encoder configuration inside {backbone} (a kosenttype model of {config.backbone_name})"
         return Architecture(config.encoder_config, origin, config.backbone_name)
     missing = [name for name in ("vocab_size", "hidden_size") if not hasattr(config, name)]

@@ -15,9 +15,11 @@ import io
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -35,6 +37,7 @@ from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 from kosenttype.scratch_models import tiny_encoder_config
 
 MAX_LENGTH = 256
+UMASK = 0o027
 LONG_SENTENCE = " ".join(KOREAN_SENTENCES * 6)
 TEST_SENTENCES = [
     KOREAN_SENTENCES[0],
@@ -90,6 +93,16 @@ class CodeRunningPayload:
 
     def __reduce__(self):
         return (open, (str(self.marker), "w"))
+
+
+class FolderMakingPayload:
+    """The same in a module torch blocks outright (`os`): unpickling it would call `os.makedirs(marker)`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (str(self.marker),))
 
 
 class ReferenceClassifier(nn.Module):
@@ -202,7 +215,7 @@ def run_a(tmp_path_factory, tiny_tokenizer, offline):
 @pytest.fixture(scope="module")
 def run_b(tmp_path_factory, tiny_tokenizer):
     """DataParallel prefixes on a bare state dict, a BERT encoder without pooler, nn.Sequential(dropout, linear) head,
-    side files elsewhere and named explicitly, the architecture from a --backbone folder."""
+    side files elsewhere and named explicitly, the architecture from a --backbone folder; converted under umask 027."""
     torch.manual_seed(2)
     encoder = BertModel(tiny_bert_config(len(tiny_tokenizer)), add_pooling_layer=False)
     module = ReferenceClassifier(encoder, "bert", "head", sequential_head=True)
@@ -216,7 +229,11 @@ def run_b(tmp_path_factory, tiny_tokenizer):
     out = run.parent / "converted_b"
     args = ["--checkpoint", run / "best.pt", "--output-dir", out, "--tokenizer", elsewhere / "tok"]
     args += ["--label-mapping", elsewhere / "labels.json", "--backbone", elsewhere / "backbone"]
-    assert convert_checkpoint.main([str(arg) for arg in args]) == 0
+    previous_umask = os.umask(UMASK)
+    try:
+        assert convert_checkpoint.main([str(arg) for arg in args]) == 0
+    finally:
+        os.umask(previous_umask)
     return {
         "run": run,
         "out": out,
@@ -619,3 +636,163 @@ def test_metrics_from_a_classification_report():
     assert metrics["macro_f1"] == 0.8153
     assert metrics["weighted_f1"] == 0.8283
     assert metrics["per_label"]["대화형"] == {"precision": 0.99, "recall": 1.0, "f1": 0.9955, "support": 200}
+
+
+# --- hostile input, signals and the output folder (issue 9) ---------------------------------------------------
+
+
+def run_a_weights(run_a) -> dict[str, torch.Tensor]:
+    return torch.load(run_a["run"] / "best.pt", weights_only=False)["model_state_dict"]
+
+
+def row_the_verification_never_reads(tokenizer) -> int:
+    read = {token for sentence in convert_checkpoint.VERIFICATION_SENTENCES for token in tokenizer(sentence).input_ids}
+    return max(set(range(len(tokenizer))) - read)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("encoder.embeddings.word_embeddings.weight", float("nan")), ("classifier.bias", float("inf"))],
+    ids=["nan-in-an-unread-embedding-row", "inf-in-the-head"],
+)
+def test_non_finite_weight_is_refused_naming_the_tensor(tmp_path, run_a, tiny_tokenizer, capsys, key, value):
+    """NaN in an embedding row that no verification sentence reaches: only a scan of every tensor finds it."""
+    weights = run_a_weights(run_a)
+    position = [row_the_verification_never_reads(tiny_tokenizer), 3] if weights[key].ndim == 2 else [2]
+    weights[key] = weights[key].clone()
+    weights[key][tuple(position)] = value
+    torch.save({"model_state_dict": weights}, tmp_path / "best.pt")
+    args = ["--checkpoint", tmp_path / "best.pt", "--output-dir", tmp_path / "out", "--tokenizer", run_a["out"]]
+    code, _, err = convert(*args, capsys=capsys)
+    assert_refused(code, err, str(tmp_path / "best.pt"), f"tensor {key}", "1 NaN/inf", f"first at {position}")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_tensor_repeating_its_storage_is_refused(tmp_path, run_a, capsys):
+    """Five million embedding rows that are one row repeated (stride 0): a small checkpoint, a gigabyte once
+    written out; refused before anything is materialised."""
+    weights = run_a_weights(run_a)
+    weights["encoder.embeddings.word_embeddings.weight"] = torch.zeros(1, 64).expand(5_000_000, 64)
+    torch.save({"model_state_dict": weights}, tmp_path / "best.pt")
+    assert (tmp_path / "best.pt").stat().st_size < 1_000_000
+    args = ["--checkpoint", tmp_path / "best.pt", "--output-dir", tmp_path / "out", "--tokenizer", run_a["out"]]
+    code, _, err = convert(*args, capsys=capsys)
+    assert_refused(code, err, "encoder.embeddings.word_embeddings.weight [5000000, 64]", "repeats its storage")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_embedding_far_larger_than_the_tokenizer_is_refused(tmp_path, run_a, tiny_tokenizer, capsys):
+    weights = run_a_weights(run_a)
+    weights["encoder.embeddings.word_embeddings.weight"] = torch.randn(5000, 64)
+    torch.save({"model_state_dict": weights}, tmp_path / "best.pt")
+    args = ["--checkpoint", tmp_path / "best.pt", "--output-dir", tmp_path / "out", "--tokenizer", run_a["out"]]
+    code, _, err = convert(*args, capsys=capsys)
+    assert_refused(code, err, f"tokenizer has {len(tiny_tokenizer)} tokens", "5000 rows", "--tokenizer")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_backbone_that_is_a_kosenttype_model_lends_its_encoder(tmp_path, run_b, capsys):
+    """A converted folder as --backbone: its nested encoder configuration is the architecture, and the result is
+    the conversion made with the encoder's own configuration, tensor for tensor."""
+    out = tmp_path / "out"
+    args = ["--checkpoint", run_b["run"] / "best.pt", "--output-dir", out, "--tokenizer", run_b["out"]]
+    code, report, err = convert(*args, "--backbone", run_b["out"], capsys=capsys)
+    assert code == 0, err
+    assert f"the encoder configuration inside {run_b['out']}" in report
+    converted, reference = (json.loads((folder / "config.json").read_text()) for folder in (out, run_b["out"]))
+    assert converted["encoder_config"] == reference["encoder_config"]
+    assert converted["backbone_name"] == str(run_b["backbone"])
+    saved, expected = load_file(out / "model.safetensors"), load_file(run_b["out"] / "model.safetensors")
+    assert sorted(saved) == sorted(expected)
+    assert all(torch.equal(saved[key], expected[key]) for key in expected)
+
+
+def test_legacy_format_checkpoint_with_code_names_the_global(tmp_path, run_a, capsys):
+    """torch.save's pre-1.6 (non-zip) format can't be scanned; torch's own message names what it refused."""
+    marker = tmp_path / "code_ran"
+    checkpoint = {"model_state_dict": run_a_weights(run_a), "payload": FolderMakingPayload(marker)}
+    torch.save(checkpoint, tmp_path / "best.pt", _use_new_zipfile_serialization=False)
+    code, _, err = convert("--checkpoint", tmp_path / "best.pt", "--output-dir", tmp_path / "out", capsys=capsys)
+    assert_refused(code, err, "refused to unpickle os.makedirs", "rerun with --trust-checkpoint")
+    assert not marker.exists(), "the checkpoint's code ran"
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_output_that_is_an_input_is_refused(tmp_path, run_a, capsys):
+    checkpoint = run_a["run"] / "best.pt"
+    link = tmp_path / "link_to_run"
+    link.symlink_to(run_a["run"], target_is_directory=True)
+    for output, expected in [
+        (checkpoint, "is also an input"),
+        (run_a["run"] / "tokenizer", "is also an input"),
+        (link, "holds the input"),
+    ]:
+        code, _, err = convert("--checkpoint", checkpoint, "--output-dir", output, "--overwrite", capsys=capsys)
+        assert_refused(code, err, f"--output-dir {output}", expected)
+    assert checkpoint.is_file() and (run_a["run"] / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_max_length_past_the_position_embeddings_is_refused_at_the_start(tmp_path, run_a, capsys):
+    """The tiny RoBERTa has 258 positions, so 256 tokens; 600 would crash at the first long sentence."""
+    export_config = tmp_path / "export.json"
+    export_config.write_text(json.dumps({**EXPORT_CONFIG, "max_length": 600}), encoding="utf-8")
+    args = ["--checkpoint", run_a["run"] / "best.pt", "--output-dir", tmp_path / "out", "--export-config"]
+    code, out, err = convert(*args, export_config, capsys=capsys)
+    assert_refused(code, err, f"{export_config} ['max_length']", "max_length 600", "the 256 tokens")
+    assert "mapped" not in out, "refused before the weights were mapped"
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_output_folder_gets_the_umask_mode(run_b):
+    assert run_b["out"].stat().st_mode & 0o777 == 0o777 & ~UMASK
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    ("signum", "existing_output"),
+    [(signal.SIGTERM, False), (signal.SIGTERM, True), (signal.SIGHUP, False)],
+    ids=["sigterm-new-output", "sigterm-over-existing-output", "sighup-new-output"],
+)
+def test_signal_mid_conversion_leaves_nothing_behind(tmp_path, run_a, signum, existing_output):
+    """`kill` while the staged folder holds the weights: OUT keeps its previous content (or never appears), and
+    neither the staging folder nor the parent folders made for OUT remain."""
+    out = tmp_path / "out" if existing_output else tmp_path / "new" / "deeper" / "out"
+    if existing_output:
+        out.mkdir()
+        (out / "keep.txt").write_text("previous model", encoding="utf-8")
+    command = [sys.executable, "-m", "kosenttype.convert_checkpoint", "--checkpoint", str(run_a["run"] / "best.pt")]
+    command += ["--output-dir", str(out), "--overwrite"]
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=tmp_path,
+    )
+
+    def staged() -> bool:
+        return any((folder / "tokenizer_config.json").exists() for folder in out.parent.glob(f".{out.name}.*"))
+
+    try:
+        wait_for(lambda: staged() or child.poll() is not None)
+        child.send_signal(signum)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert child.returncode == 128 + signum, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"kosenttype-convert: interrupted by {signal.Signals(signum).name}; no output was left half-written"
+    )
+    if existing_output:
+        assert [p.name for p in tmp_path.iterdir()] == ["out"]
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+        assert (out / "keep.txt").read_text(encoding="utf-8") == "previous model"
+    else:
+        assert list(tmp_path.iterdir()) == []
