@@ -1,17 +1,30 @@
-"""The published training recipe, in one place: every default `kosenttype-train` starts from.
+"""The published training recipe, in one place, and the model a run starts from.
 
-These are the settings the published model was trained with (the model card's "Training procedure"); each is a
-`kosenttype-train` argument of the same name, so any of them can be changed on the command line or in a JSON
-arguments file. `Recipe.as_arguments()` is what the argument parser is given as its defaults.
+`Recipe` holds every default `kosenttype-train` starts from: the settings the published model was trained with (the
+model card's "Training procedure"). Each is a `kosenttype-train` argument of the same name, so any of them can be
+changed on the command line or in a JSON arguments file; `Recipe.as_arguments()` is what the argument parser is
+given as its defaults. The functions below load what training starts from: a tokenizer, and a model that is a fresh
+encoder, a saved kosenttype model or a pretrained encoder with a new head, with the length it can take.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .configuration_kosenttype import DEFAULT_BACKBONE
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+
+from .configuration_kosenttype import DEFAULT_BACKBONE, KoSentTypeConfig
+from .errors import KoSentTypeError, one_line
+from .model_limits import capped_max_length
+from .modeling_kosenttype import KoSentTypeForSequenceClassification
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,3 +72,82 @@ class Recipe:
 
 
 RECIPE = Recipe()
+
+
+# ---- The model a run starts from -------------------------------------------------------------------------------------
+
+
+def check_local_sources(sources: dict[str, str | None]) -> None:
+    """`{option: source}`: a local folder that isn't there says so ("not found") before anything else runs, rather
+    than failing later with a Hub error about the form of repo ids."""
+    for option, source in sources.items():
+        if source is not None and _looks_local(source) and not os.path.exists(source):
+            raise KoSentTypeError(f"{option} {source}: not found")
+
+
+def _looks_local(source: str) -> bool:
+    """A path rather than a Hub id (`name` or `owner/name`)."""
+    return os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1 or "\\" in source
+
+
+def _from_pretrained(loader: Any, source: str, option: str, **kwargs: Any) -> Any:
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as error:
+        raise KoSentTypeError(f"{option} {source}: cannot be loaded: {one_line(error)}") from None
+
+
+def load_tokenizer(model_name_or_path: str, tokenizer_name: str | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer of `tokenizer_name`, else of the starting model."""
+    option = "--tokenizer_name" if tokenizer_name else "--model_name_or_path"
+    return _from_pretrained(AutoTokenizer, tokenizer_name or model_name_or_path, option)
+
+
+def load_encoder_config(description: str | dict) -> dict:
+    """The --encoder_config value: a JSON file, an inline JSON object, or (from a JSON config file) a dict."""
+    if isinstance(description, dict):
+        return dict(description)
+    if os.path.isfile(description):
+        return json.loads(Path(description).read_text(encoding="utf-8"))
+    try:
+        return json.loads(description)
+    except json.JSONDecodeError:
+        raise KoSentTypeError(f"--encoder_config {description!r:.80} is not a JSON file or a JSON object") from None
+
+
+def build_model(
+    model_name_or_path: str,
+    encoder_config: str | dict | None,
+    tokenizer: PreTrainedTokenizerBase,
+    **config_overrides: Any,
+) -> KoSentTypeForSequenceClassification:
+    """A fresh encoder from `encoder_config`; else a saved kosenttype model to train further, or a pretrained
+    encoder with a new head. `config_overrides` (labels, pooling, …) apply to the config; None values are left."""
+    overrides = {key: value for key, value in config_overrides.items() if value is not None}
+    if encoder_config is not None:
+        config = KoSentTypeConfig(encoder_config=load_encoder_config(encoder_config), backbone_name=None, **overrides)
+        model = KoSentTypeForSequenceClassification(config)
+    else:
+        option = "--model_name_or_path"
+        if _from_pretrained(AutoConfig, model_name_or_path, option).model_type == KoSentTypeConfig.model_type:
+            model = _from_pretrained(AutoModelForSequenceClassification, model_name_or_path, option, **overrides)
+        else:
+            model = KoSentTypeForSequenceClassification.from_backbone(model_name_or_path, **overrides)
+    # Set on the loaded config, not passed to from_pretrained: a config.json without the key (the converter's,
+    # under transformers 5.x) would hand it on to the model's __init__, which takes no such argument.
+    model.config.pad_token_id = tokenizer.pad_token_id
+    vocab_size = model.config.encoder_config.vocab_size
+    if len(tokenizer) > vocab_size:
+        raise KoSentTypeError(
+            f"the tokenizer has {len(tokenizer)} tokens but the encoder's vocabulary only {vocab_size}"
+        )
+    return model
+
+
+def model_max_length(requested: int, model: KoSentTypeForSequenceClassification) -> int:
+    """`--max_seq_length`, capped at what the encoder's position embeddings take (past it, training would stop
+    with an IndexError at the first long batch)."""
+    length = capped_max_length(requested, model.config.to_dict())
+    if length < requested:
+        logger.warning(f"--max_seq_length {requested} is more than the encoder takes; sentences are cut at {length}.")
+    return length

@@ -32,9 +32,6 @@ import transformers
 from accelerate import PartialState
 from huggingface_hub import HfApi
 from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
     DataCollatorWithPadding,
     EarlyStoppingCallback,
     HfArgumentParser,
@@ -47,7 +44,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_cuda_available
 
-from kosenttype import SENTENCE_TYPES, KoSentTypeConfig, KoSentTypeForSequenceClassification
+from kosenttype import SENTENCE_TYPES, KoSentTypeForSequenceClassification
 from kosenttype.atomic_output import staged_folder, write_text_atomically
 from kosenttype.errors import KoSentTypeError, one_line, run_command
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
@@ -62,8 +59,14 @@ from kosenttype.labelled_data import (
 )
 from kosenttype.metrics import classification_metrics
 from kosenttype.model_card import write_model_card
-from kosenttype.model_limits import capped_max_length
-from kosenttype.recipe import RECIPE
+from kosenttype.recipe import (
+    RECIPE,
+    build_model,
+    check_local_sources,
+    load_encoder_config,
+    load_tokenizer,
+    model_max_length,
+)
 from kosenttype.reporting import (
     format_cv_table,
     format_metrics_table,
@@ -313,7 +316,7 @@ def train(
         if data_args.cv_folds
         else None
     )
-    check_model_sources(model_args)
+    check_local_sources(model_sources(model_args))
     resume = prepare_output_dir(training_args, run_record(model_args, data_args, training_args), folds is not None)
     if folds is not None:
         return cross_validate(folds, splits, names, model_args, data_args, training_args)
@@ -321,6 +324,14 @@ def train(
 
 
 # ---- Data ----------------------------------------------------------------------------------------------------------
+
+
+def model_sources(model_args: ModelArguments) -> dict[str, str | None]:
+    """The model and tokenizer folders (or Hub ids) the run will load, by the option that names them."""
+    sources = {"--tokenizer_name": model_args.tokenizer_name}
+    if model_args.encoder_config is None or model_args.tokenizer_name is None:
+        sources["--model_name_or_path"] = model_args.model_name_or_path
+    return sources
 
 
 def read_splits(data_args: DataTrainingArguments, seed: int) -> tuple[dict[str, list[Example]], dict[str, str]]:
@@ -448,87 +459,6 @@ def resumed_checkpoint(output: Path, resume: str, record: dict[str, Any]) -> Pat
     return checkpoint
 
 
-# ---- The model -----------------------------------------------------------------------------------------------------
-
-
-def check_model_sources(model_args: ModelArguments) -> None:
-    """A local folder that isn't there says so, rather than a Hub error about repo id formats."""
-    sources = {"--tokenizer_name": model_args.tokenizer_name}
-    if model_args.encoder_config is None or model_args.tokenizer_name is None:
-        sources["--model_name_or_path"] = model_args.model_name_or_path
-    for option, source in sources.items():
-        if source is not None and _looks_local(source) and not os.path.exists(source):
-            raise KoSentTypeError(f"{option} {source}: not found")
-
-
-def _looks_local(source: str) -> bool:
-    """A path rather than a Hub id (`name` or `owner/name`)."""
-    return os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1 or "\\" in source
-
-
-def _from_pretrained(loader: Any, source: str, option: str, **kwargs: Any) -> Any:
-    try:
-        return loader.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as error:
-        raise KoSentTypeError(f"{option} {source}: cannot be loaded: {one_line(error)}") from None
-
-
-def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
-    option = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
-    return _from_pretrained(AutoTokenizer, model_args.tokenizer_name or model_args.model_name_or_path, option)
-
-
-def load_encoder_config(description: str | dict) -> dict:
-    """The --encoder_config value: a JSON file, an inline JSON object, or (from a JSON config file) a dict."""
-    if isinstance(description, dict):
-        return dict(description)
-    if os.path.isfile(description):
-        return json.loads(Path(description).read_text(encoding="utf-8"))
-    try:
-        return json.loads(description)
-    except json.JSONDecodeError:
-        raise KoSentTypeError(
-            f"--encoder_config {description!r:.80} is neither a JSON file nor a JSON object"
-        ) from None
-
-
-def build_model(
-    model_args: ModelArguments, label_names: Sequence[str], tokenizer: PreTrainedTokenizerBase
-) -> KoSentTypeForSequenceClassification:
-    """A fresh encoder from a config, a saved kosenttype model to train further, or a pretrained encoder with a
-    new head."""
-    overrides: dict[str, Any] = {"id2label": dict(enumerate(label_names))}
-    overrides.update({key: getattr(model_args, key) for key in ("pooling", "classifier_dropout")})
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    source = model_args.model_name_or_path
-    if model_args.encoder_config is not None:
-        encoder = load_encoder_config(model_args.encoder_config)
-        config = KoSentTypeConfig(encoder_config=encoder, backbone_name=None, **overrides)
-        model = KoSentTypeForSequenceClassification(config)
-    elif _from_pretrained(AutoConfig, source, "--model_name_or_path").model_type == KoSentTypeConfig.model_type:
-        model = _from_pretrained(AutoModelForSequenceClassification, source, "--model_name_or_path", **overrides)
-    else:
-        model = KoSentTypeForSequenceClassification.from_backbone(source, **overrides)
-    # Set on the loaded config, not passed to from_pretrained: a config.json without the key (the converter's,
-    # under transformers 5.x) would hand it on to the model's __init__, which takes no such argument.
-    model.config.pad_token_id = tokenizer.pad_token_id
-    vocab_size = model.config.encoder_config.vocab_size
-    if len(tokenizer) > vocab_size:
-        raise KoSentTypeError(
-            f"the tokenizer has {len(tokenizer)} tokens but the encoder's vocabulary only {vocab_size}"
-        )
-    return model
-
-
-def model_max_length(requested: int, model: KoSentTypeForSequenceClassification) -> int:
-    """`--max_seq_length`, capped at what the encoder's position embeddings take (past it, training would stop
-    with an IndexError at the first long batch)."""
-    length = capped_max_length(requested, model.config.to_dict())
-    if length < requested:
-        logger.warning(f"--max_seq_length {requested} is more than the encoder takes; sentences are cut at {length}.")
-    return length
-
-
 # ---- Training ------------------------------------------------------------------------------------------------------
 
 
@@ -542,8 +472,15 @@ def fit(
 ) -> dict[str, Any]:
     """One training run: fit, restore the best checkpoint, evaluate, save the package and its card."""
     set_seed(training_args.seed)
-    tokenizer = load_tokenizer(model_args)
-    model = build_model(model_args, SENTENCE_TYPES, tokenizer)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.tokenizer_name)
+    model = build_model(
+        model_args.model_name_or_path,
+        model_args.encoder_config,
+        tokenizer,
+        id2label=dict(enumerate(SENTENCE_TYPES)),
+        pooling=model_args.pooling,
+        classifier_dropout=model_args.classifier_dropout,
+    )
     tokenizer.model_max_length = model_max_length(data_args.max_seq_length, model)
     datasets = {
         split: to_dataset(examples, tokenizer, tokenizer.model_max_length, SENTENCE_TYPES)
