@@ -3,12 +3,26 @@
 Everything the real workflow does happens here on a toy scale, with no download: a WordPiece tokenizer and a tiny
 RoBERTa are built from the sample set, trained with `train_hf.py`'s recipe machinery, evaluated on a held-out part,
 saved with `save_pretrained`, and used through `pipeline` and `predict.py`.
+
+Its --output-dir (default `outputs/quickstart`) holds:
+
+    data/            the train/validation/test split of the sample set (JSON Lines)
+    tokenizer/       the WordPiece tokenizer built from the training part; encoder_config.json, the toy RoBERTa
+    checkpoints/     the Trainer's run folder (`kosenttype-train --output_dir`): checkpoint-*/ with optimizer,
+                     scheduler and RNG state, trainer_state.json, metrics — what resuming needs, nothing to publish
+    model/           the Hub package only: config, weights, code files, tokenizer, model card, evaluation results
+    demo_sentences.txt, demo_predictions.jsonl
+
+The folder is built beside its destination and renamed into place when complete, so a failure or a signal leaves the
+previous run's folder (or none) and nothing half-made; a rerun replaces it, which is why the folder may hold nothing
+but these entries.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +31,12 @@ from sklearn.model_selection import train_test_split
 from transformers import pipeline
 
 from kosenttype import predict, train_hf
-from kosenttype.atomic_output import write_text_atomically
+from kosenttype.atomic_output import refuse_input_as_output, staged_folder, write_text_atomically
+from kosenttype.errors import EXIT_OK, Interrupted, KoSentTypeError, run_command
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 from kosenttype.scratch_models import tiny_encoder_config, train_wordpiece_tokenizer
+
+PROGRAM = "kosenttype-quickstart"
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "data" / "sample_sentences.jsonl"
 # New sentences, written for this demo and absent from the sample set, one of each type.
@@ -30,6 +47,10 @@ DEMO_SENTENCES = [
     "주말에 같이 영화 보러 갈래요?",
 ]
 MAX_LENGTH = 128
+# Everything the quickstart writes into its --output-dir; a folder holding anything else is not replaced.
+OUTPUT_ENTRIES = frozenset(
+    {"data", "tokenizer", "encoder_config.json", "checkpoints", "model", "demo_sentences.txt", "demo_predictions.jsonl"}
+)
 
 
 @dataclass(frozen=True)
@@ -46,8 +67,13 @@ QUICK = QuickstartSettings(epochs=3, hidden_size=32, vocab_size=500)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", type=Path, default=Path("outputs/quickstart"), help="Where everything goes.")
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("outputs/quickstart"),
+        help="Where everything goes (replaced whole by a rerun; model/ is the Hub package).",
+    )
     parser.add_argument("--quick", action="store_true", help="A few epochs of a smaller model (for tests).")
     parser.add_argument("--seed", type=int, default=42)
     return parser.parse_args(argv)
@@ -90,7 +116,7 @@ def training_arguments(
     paths: dict[str, Path],
     tokenizer_dir: Path,
     encoder_file: Path,
-    model_dir: Path,
+    run_dir: Path,
     settings: QuickstartSettings,
     seed: int,
 ) -> list[str]:
@@ -102,7 +128,7 @@ def training_arguments(
         "--validation_file", str(paths["validation"]),
         "--test_file", str(paths["test"]),
         "--max_seq_length", str(MAX_LENGTH),
-        "--output_dir", str(model_dir),
+        "--output_dir", str(run_dir),
         "--num_train_epochs", str(settings.epochs),
         "--learning_rate", "1e-3",
         "--per_device_train_batch_size", "16",
@@ -115,42 +141,89 @@ def training_arguments(
     ]  # fmt: skip
 
 
-def classify_demo_sentences(model_dir: Path, output_dir: Path) -> None:
-    """Show both ways of using the result: the stock `pipeline` and the fast batch predictor."""
+def stop_if_failed(command: str, status: int) -> None:
+    """A command run inside this one has printed its own error line; stop here too, so the staged folder is removed
+    (a plain return would move the half-made folder into place). A signal it caught is passed on as that signal."""
+    if status > 128:
+        raise Interrupted(status - 128)
+    if status != EXIT_OK:
+        raise KoSentTypeError(f"{command} failed with exit status {status} (its error is above)")
+
+
+def classify_demo_sentences(workspace: Path, shown: Path) -> None:
+    """Show both ways of using the result: the stock `pipeline` and the fast batch predictor.
+
+    They run on the folder being built (`workspace`); the commands are shown with the paths it will have (`shown`).
+    """
+    model_dir = workspace / "model"
     classifier = pipeline("text-classification", model=str(model_dir), trust_remote_code=True)
     print('\npipeline("text-classification", model=..., trust_remote_code=True):')
     for sentence, prediction in zip(DEMO_SENTENCES, classifier(DEMO_SENTENCES), strict=True):
         print(f"  {prediction['label']}  {prediction['score']:.2f}  {sentence}")
-    demo_input = output_dir / "demo_sentences.txt"
+    demo_input = workspace / "demo_sentences.txt"
     demo_input.write_text("\n".join(DEMO_SENTENCES) + "\n", encoding="utf-8")
-    predictions = output_dir / "demo_predictions.jsonl"
-    print(f"\nkosenttype-predict --model {model_dir} --input {demo_input} --output {predictions}:")
-    predict.main(["--model", str(model_dir), "--input", str(demo_input), "--output", str(predictions)])
+    predictions = workspace / "demo_predictions.jsonl"
+    print(
+        f"\nkosenttype-predict --model {shown / 'model'} --input {shown / demo_input.name} "
+        f"--output {shown / predictions.name}:",
+        flush=True,
+    )
+    stop_if_failed(
+        "kosenttype-predict",
+        predict.main(["--model", str(model_dir), "--input", str(demo_input), "--output", str(predictions)]),
+    )
     for line in predictions.read_text(encoding="utf-8").splitlines():
         print(f"  {line}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    settings = QUICK if args.quick else FULL
-    output_dir = args.output_dir
-    model_dir = output_dir / "model"
-    parts = split_sample_data(args.seed)
-    paths = write_splits(parts, output_dir)
+def check_output_dir(output_dir: Path) -> None:
+    """A rerun replaces the whole folder, so it may hold nothing but an earlier quickstart's outputs; and never the
+    sample data it reads."""
+    refuse_input_as_output(output_dir, [SAMPLE_DATA], "--output-dir")
+    if output_dir.is_dir():
+        foreign = sorted(path.name for path in output_dir.iterdir() if path.name not in OUTPUT_ENTRIES)
+        if foreign:
+            raise KoSentTypeError(
+                f"--output-dir {output_dir} holds files the quickstart did not write ({', '.join(foreign[:5])}); "
+                "choose a new or empty folder"
+            )
+
+
+def build(workspace: Path, settings: QuickstartSettings, seed: int) -> None:
+    """Split the data, build the tokenizer and encoder, train into `checkpoints/`, and move the Hub package that
+    training writes there (`checkpoints/model/`) up to `model/`, out of the run folder, as the folder to publish."""
+    parts = split_sample_data(seed)
+    paths = write_splits(parts, workspace)
     train_sentences = [record["sentence"] for record in parts["train"]]
-    tokenizer_dir, encoder_file = build_tokenizer_and_encoder(train_sentences, output_dir, settings)
-    status = train_hf.main(training_arguments(paths, tokenizer_dir, encoder_file, model_dir, settings, args.seed))
-    if status != 0:
-        return status
-    classify_demo_sentences(model_dir, output_dir)
+    tokenizer_dir, encoder_file = build_tokenizer_and_encoder(train_sentences, workspace, settings)
+    run_dir = workspace / "checkpoints"
+    arguments = training_arguments(paths, tokenizer_dir, encoder_file, run_dir, settings, seed)
+    stop_if_failed("kosenttype-train", train_hf.main(arguments))
+    os.replace(run_dir / train_hf.PACKAGE_FOLDER, workspace / "model")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.output_dir)
+    # A link is followed, so the folder it names is replaced rather than the link itself.
+    target = args.output_dir.resolve() if args.output_dir.is_symlink() else args.output_dir
+    with staged_folder(target, replace=True) as workspace:
+        build(workspace, QUICK if args.quick else FULL, args.seed)
+        classify_demo_sentences(workspace, shown=args.output_dir)
+    model_dir = args.output_dir / "model"
     print(
         f"\nDone. The Hub-ready model is in {model_dir} (weights, config, code files, tokenizer, model card).\n"
+        f"The Trainer's checkpoints (for resuming; not for publishing) are in {args.output_dir / 'checkpoints'}.\n"
         "Next:\n"
         f"  kosenttype-predict --model {model_dir} --input YOUR_SENTENCES.txt --output predictions.jsonl\n"
         "  kosenttype-convert --checkpoint RUN/best.pt --output-dir kosenttype-model   # your trained best.pt\n"
         "  kosenttype-train --help   # retrain with the real backbone (README: Training)"
     )
-    return 0
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 2 the run could not go on, 128+N stopped by signal N (the previous folder kept)."""
+    return run_command(PROGRAM, lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

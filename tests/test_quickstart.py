@@ -13,6 +13,7 @@ from conftest import REPO_ROOT, run_python
 from kosenttype import SENTENCE_TYPES
 
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+TRAINER_STATE = {"optimizer.pt", "scheduler.pt", "training_args.bin", "trainer_state.json"}
 
 
 def readme_command(prefix: str) -> str:
@@ -46,6 +47,15 @@ def test_quickstart_trains_saves_and_predicts(tmp_path):
     assert f"The Hub-ready model is in {model_dir}" in completed.stdout
     for name in ("config.json", "model.safetensors", "modeling_kosenttype.py", "tokenizer.json", "README.md"):
         assert (model_dir / name).is_file(), name
+    # Hub-ready means the package only: the Trainer's state (optimizer 3x the weights, pickled arguments, RNG
+    # state) stays in the run folder beside it, where resuming finds it.
+    in_model_dir = [path.relative_to(model_dir).as_posix() for path in model_dir.rglob("*")]
+    assert [name for name in in_model_dir if "/" in name or (model_dir / name).is_dir()] == []
+    assert TRAINER_STATE & set(in_model_dir) == set()
+    assert not [name for name in in_model_dir if name.startswith(("checkpoint-", "rng_state"))]
+    checkpoints = sorted((tmp_path / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints and {path.name for path in checkpoints[-1].iterdir()} >= TRAINER_STATE
+    assert list(tmp_path.parent.glob(f".{tmp_path.name}.*")) == []  # the staging folder became tmp_path
     predictions = [json.loads(line) for line in (tmp_path / "demo_predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 4
     assert all(prediction["label"] in SENTENCE_TYPES for prediction in predictions)
