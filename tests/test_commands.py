@@ -101,6 +101,32 @@ def test_quickstart_refuses_to_replace_its_own_data_or_a_foreign_folder(tmp_path
     assert snapshot(tmp_path) == before
 
 
+def fake_quickstart_run(monkeypatch, marker: str) -> None:
+    """Replace the slow parts (training, the demo) by writing one file, to test what happens to the folder."""
+
+    def build(workspace, settings, seed):
+        (workspace / "model").mkdir()
+        (workspace / "model" / "config.json").write_text(marker, encoding="utf-8")
+
+    monkeypatch.setattr(quickstart, "build", build)
+    monkeypatch.setattr(quickstart, "classify_demo_sentences", lambda workspace, shown: None)
+
+
+def test_quickstart_rerun_replaces_the_folder_and_follows_a_link(tmp_path, capsys, monkeypatch):
+    real = tmp_path / "real" / "quickstart"
+    real.mkdir(parents=True)
+    (real / "demo_sentences.txt").write_text("from the previous run", encoding="utf-8")
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    fake_quickstart_run(monkeypatch, "new")
+    code, err = run_main(quickstart.main, ["--output-dir", link], capsys)
+    assert (code, err) == (0, [])
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert snapshot(real) == {"model": None, "model/config.json": b"new"}  # nothing left of the previous run
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["link", "real"]
+    assert sorted(path.name for path in real.parent.iterdir()) == ["quickstart"]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Outputs that can't be written: one line, exit 2, before the inputs are read where that can be known
 

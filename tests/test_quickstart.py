@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -41,6 +42,7 @@ def test_quickstart_trains_saves_and_predicts(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},  # offline: any download attempt fails instead of hanging
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     model_dir = tmp_path / "model"
