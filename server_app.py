@@ -11,7 +11,7 @@ Routes (FastAPI; the OpenAPI description is at /docs and /openapi.json):
                     such lists (a batch); sentence pairs are refused, since this model classifies one sentence;
     POST /classify  kosenttype's own records, as `kosenttype-predict` writes them, attributes included:
                     {"inputs": str | [str], "top_k": k} -> [{"id", "label", "score", "top_k"?, "attributes"?}, ...];
-    GET /health     200 once the model is loaded and the server takes requests, 503 before;
+    GET /health     200 once the model is loaded and the server takes requests, 503 before (GET / too, as in TEI);
     GET /info       the model, its labels and attribute heads, backend, precision, limits and version;
     GET /metrics    Prometheus text: requests by route and status, queue depth, batch-size and latency histograms.
 
@@ -608,6 +608,7 @@ def create_app(service: InferenceService) -> FastAPI:
         return JSONResponse(records)
 
     @app.get("/health", responses={503: {"description": "The model is still loading."}})
+    @app.get("/", include_in_schema=False)  # TEI answers GET / as /health too; load balancers probe it
     async def health() -> JSONResponse:
         """200 once the model is loaded and requests are taken; 503 before (and while shutting down)."""
         service.loaded()

@@ -337,12 +337,13 @@ def test_each_bad_request_gets_its_status_and_the_next_good_one_succeeds(server,
             after = client.post("/", json=good)
             assert after.status_code == 200, (description, after.text)
             assert_matches(after.json()[0], expected[SENTENCES[0]])
-        for method, route, status in (("GET", "/", 405), ("GET", "/nowhere", 404), ("DELETE", "/predict", 405)):
+        for method, route, status in (("PUT", "/", 405), ("GET", "/nowhere", 404), ("DELETE", "/predict", 405)):
             response = client.request(method, route)
             assert response.status_code == status and response.json()["error"]
         # Truncated, the same token-heavy text is fine, and so is a text at exactly the character limit.
         assert client.post("/predict", json={"inputs": TOKEN_HEAVY_TEXT, "truncate": True}).status_code == 200
         assert client.post("/", json={"inputs": "가" * 300}).status_code == 200
+        assert client.get("/").json() == {"status": "ok"}  # GET / is /health, as in TEI
         metrics = client.get("/metrics").text
     assert 'kosenttype_requests_total{route="/",status="413"}' in metrics
     assert 'kosenttype_requests_total{route="other",status="404"}' in metrics
@@ -442,16 +443,16 @@ def test_sigterm_during_a_burst_answers_every_accepted_request(tiny_model_dir, t
     assert "stopped by SIGTERM" in running.stderr()
 
 
-def test_health_is_503_until_the_model_is_loaded(tiny_model_dir):
-    """The app, served by uvicorn in a thread, before and after its model arrives (as the loader thread does)."""
+@pytest.fixture
+def app_in_thread(tiny_model_dir):
+    """The app served by uvicorn in a thread with no model yet: (url, service); the test attaches one, as the
+    loader thread does. Stopped (and its lifespan run) at teardown."""
     import uvicorn
 
-    from kosenttype.engine import load_classifier
     from kosenttype.server_app import InferenceService, ServerMetrics, ServingLimits, create_app, listening_socket
 
     service = InferenceService(str(tiny_model_dir), None, ServingLimits(), ServerMetrics())
     sock = listening_socket("127.0.0.1", 0)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -459,22 +460,67 @@ def test_health_is_503_until_the_model_is_loaded(tiny_model_dir):
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.02)
-        loading = httpx.get(f"{url}/health", timeout=10)
-        assert loading.status_code == 503 and int(loading.headers["retry-after"]) >= 1
-        assert loading.json()["error_type"] == "unhealthy"
-        refused = httpx.post(f"{url}/", json={"inputs": "문장."}, timeout=10)
-        assert refused.status_code == 503 and refused.headers["retry-after"]
-        assert httpx.get(f"{url}/info", timeout=10).json()["ready"] is False
-        assert "kosenttype_model_ready 0" in httpx.get(f"{url}/metrics", timeout=10).text
-        assert service.attach(load_classifier(tiny_model_dir, device="cpu", precision="fp32"))
-        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
-        assert httpx.post(f"{url}/", json={"inputs": "문장."}, timeout=10).status_code == 200
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", service
     finally:
         server.should_exit = True
         thread.join(30)
         sock.close()
     assert not thread.is_alive()
-    assert service.batcher is not None and not service.batcher._worker.is_alive()  # the lifespan closed it
+    assert service.batcher is None or not service.batcher._worker.is_alive()  # the lifespan closed it
+
+
+def test_health_is_503_until_the_model_is_loaded(app_in_thread, tiny_model_dir):
+    from kosenttype.engine import load_classifier
+
+    url, service = app_in_thread
+    loading = httpx.get(f"{url}/health", timeout=10)
+    assert loading.status_code == 503 and int(loading.headers["retry-after"]) >= 1
+    assert loading.json()["error_type"] == "unhealthy"
+    refused = httpx.post(f"{url}/", json={"inputs": "문장."}, timeout=10)
+    assert refused.status_code == 503 and refused.headers["retry-after"]
+    assert httpx.get(f"{url}/info", timeout=10).json()["ready"] is False
+    assert "kosenttype_model_ready 0" in httpx.get(f"{url}/metrics", timeout=10).text
+    assert service.attach(load_classifier(tiny_model_dir, device="cpu", precision="fp32"))
+    assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+    assert httpx.post(f"{url}/", json={"inputs": "문장."}, timeout=10).status_code == 200
+
+
+def test_attribute_heads_come_on_classify_and_leave_the_hf_shape_alone(app_in_thread, tiny_tokenizer, tmp_path):
+    """A model with attribute heads: /classify gives predict's records, attributes included; POST / and /predict
+    keep exactly their protocols' shape; /info lists the heads."""
+    from conftest import tiny_config
+
+    from kosenttype import ATTRIBUTE_LABELS, KoSentTypeForSequenceClassification
+    from kosenttype.engine import load_classifier
+    from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+
+    torch.manual_seed(1)
+    config = tiny_config(vocab_size=len(tiny_tokenizer), attributes=ATTRIBUTE_LABELS)
+    KoSentTypeForSequenceClassification(config).eval().save_pretrained(tmp_path / "model")
+    save_tokenizer_for_hub(tiny_tokenizer, tmp_path / "model", max_length=64)
+    sentences = SENTENCES[:4]
+    (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    arguments = ["--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.txt")]
+    assert (
+        predict_main([*arguments, "--output", str(tmp_path / "out.jsonl"), "--top_k", "2", "--precision", "fp32"]) == 0
+    )
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+
+    url, service = app_in_thread
+    assert service.attach(load_classifier(tmp_path / "model", device="cpu", precision="fp32"))
+    served = httpx.post(f"{url}/classify", json={"inputs": sentences, "top_k": 2}, timeout=30).json()
+    for record, answer in zip(records, served, strict=True):
+        assert answer.keys() == record.keys() >= {"label", "score", "top_k", "attributes"}
+        assert answer["label"] == record["label"] and answer["score"] == pytest.approx(record["score"], abs=1e-5)
+        for axis, labelled in record["attributes"].items():
+            assert answer["attributes"][axis]["label"] == labelled["label"]
+            assert answer["attributes"][axis]["score"] == pytest.approx(labelled["score"], abs=1e-5)
+    hf = httpx.post(f"{url}/", json={"inputs": sentences[0]}, timeout=30).json()
+    assert [set(item) for item in hf[0]] == [{"label", "score"}] * 4
+    tei = httpx.post(f"{url}/predict", json={"inputs": sentences[0]}, timeout=30).json()
+    assert [set(item) for item in tei] == [{"label", "score"}] * 4
+    info = httpx.get(f"{url}/info", timeout=10).json()
+    assert info["attributes"] == {axis: list(labels) for axis, labels in ATTRIBUTE_LABELS.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
