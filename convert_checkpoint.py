@@ -76,6 +76,7 @@ TRAINING_SECTION_KEYS = ("training", "training_args", "hyperparameters", "hparam
 # reserve tokens (T5 +28, DeBERTa-v3 +99, Qwen2 +271). Far more rows than that means the wrong tokenizer.
 UNUSED_EMBEDDING_ROWS = 1024
 UNUSED_EMBEDDING_FRACTION = 0.1
+FINITE_CHECK_SLICE = 2**20
 # Sentences written for this check: ordinary, empty, emoji, mixed scripts, and one past the length limit.
 VERIFICATION_SENTENCES = [
     "시청 앞 광장에서 어제 저녁 불꽃 축제가 열렸다.",
@@ -378,13 +379,18 @@ def check_tensors_are_sound(state_dict: Mapping[str, torch.Tensor], path: Path) 
                 "save the real tensor (e.g. .contiguous()) in the checkpoint"
             )
     for key, tensor in state_dict.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not _all_finite(tensor):
             bad = ~torch.isfinite(tensor)
             first = [int(index) for index in bad.nonzero()[0]]
             raise KoSentTypeError(
                 f"{path}: tensor {key} {list(tensor.shape)} holds {int(bad.sum())} NaN/inf value(s), the first at "
                 f"{first} ({tensor[tuple(first)].item()}); the training run diverged or the file is damaged"
             )
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """In slices of a million values, so the check's temporary stays small beside the mapped weights."""
+    return all(bool(torch.isfinite(piece).all()) for piece in tensor.reshape(-1).split(FINITE_CHECK_SLICE))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import RobertaConfig, RobertaModel
+from transformers import AutoTokenizer, RobertaConfig, RobertaModel
 
 from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
 from kosenttype.scratch_models import train_wordpiece_tokenizer
@@ -67,8 +67,21 @@ class TrainingModule(nn.Module):
         self.classifier = nn.Linear(config.hidden_size, 4)
 
 
+def save_base_size_tokenizer(folder: Path) -> None:
+    """A tokenizer with the backbone's 32000 entries (the converter refuses an embedding far larger than its
+    tokenizer): a small trained vocabulary padded with unreachable `[unusedN]` entries, as BERT vocabularies are."""
+    trained = train_wordpiece_tokenizer(TOKENIZER_SENTENCES * 4, vocab_size=400)
+    vocabulary = [token for token, _ in sorted(trained.get_vocab().items(), key=lambda item: item[1])]
+    vocabulary += [f"[unused{index}]" for index in range(KO_SROBERTA_ENCODER["vocab_size"] - len(vocabulary))]
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("".join(f"{token}\n" for token in vocabulary), encoding="utf-8")
+    settings = {"tokenizer_class": "BertTokenizer", "do_lower_case": False, "strip_accents": False}
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings), encoding="utf-8")
+    AutoTokenizer.from_pretrained(folder).save_pretrained(folder)
+
+
 def build_run_folder(folder: Path, num_layers: int) -> Path:
-    train_wordpiece_tokenizer(TOKENIZER_SENTENCES * 4, vocab_size=400).save_pretrained(folder / "tokenizer")
+    save_base_size_tokenizer(folder / "tokenizer")
     module = TrainingModule(num_layers)
     checkpoint = folder / "best.pt"
     torch.save({"model_state_dict": module.state_dict(), "epoch": 5, "best_macro_f1": 0.8153}, checkpoint)
