@@ -29,12 +29,15 @@ from typing import Any
 import datasets
 from datasets import ClassLabel, Dataset, Features, Value, load_dataset
 
+from .configuration_kosenttype import ATTRIBUTE_LABELS
 from .errors import KoSentTypeError, one_line
 
 logger = logging.getLogger(__name__)
 
 # Column pairs (text, label) looked for when none is named: ours and prepare_aihub.py's, then DACON's.
 KNOWN_COLUMNS = (("sentence", "label"), ("문장", "유형"))
+# The attribute axes a file may carry, each by its column names: prepare_aihub.py's, then DACON's.
+ATTRIBUTE_COLUMNS = {"polarity": ("polarity", "극성"), "tense": ("tense", "시제"), "certainty": ("certainty", "확실성")}
 # File suffix → the `datasets` builder that parses it.
 BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv"}
 # A JSON string escape of a UTF-16 surrogate: text only in a valid high + low pair, never alone.
@@ -43,10 +46,26 @@ SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled sentence: its text (stripped) and its label's index in the label list."""
+    """One labelled sentence: its text (stripped), its label's index in the label list and, when attribute axes are
+    read, each axis's label index in the axes' order."""
 
     text: str
     label: int
+    attributes: tuple[int, ...] = ()
+
+
+def attribute_axes(requested: Sequence[str]) -> dict[str, list[str]]:
+    """The axes `--attribute_columns` names (`polarity` or DACON's `극성`, …), each with its labels in head order."""
+    axes: dict[str, list[str]] = {}
+    for name in requested:
+        axis = next((axis for axis, columns in ATTRIBUTE_COLUMNS.items() if name in columns), None)
+        if axis is None:
+            known = ", ".join(f"{axis} ({columns[1]})" for axis, columns in ATTRIBUTE_COLUMNS.items())
+            raise KoSentTypeError(f"--attribute_columns: unknown attribute {name!r}; known: {known}")
+        if axis in axes:
+            raise KoSentTypeError(f"--attribute_columns names {axis} twice")
+        axes[axis] = list(ATTRIBUTE_LABELS[axis])
+    return axes
 
 
 def read_labelled_file(
@@ -54,11 +73,13 @@ def read_labelled_file(
     label_names: Sequence[str],
     text_column: str | None = None,
     label_column: str | None = None,
+    attributes: dict[str, Sequence[str]] | None = None,
 ) -> list[Example]:
     """Read a JSON array, JSON Lines, CSV or TSV file of labelled sentences, refusing the first bad row.
 
     Labels are names (`사실형`) or ids (`0`, also as text in a CSV); the text and label columns are the named
-    ones, else the first pair of `KNOWN_COLUMNS` the file has.
+    ones, else the first pair of `KNOWN_COLUMNS` the file has. `attributes` ({axis: labels}, see `attribute_axes`)
+    also reads each axis from its column (`ATTRIBUTE_COLUMNS`), checked the same way.
     """
     path = Path(path)
     text = _read_text(path)
@@ -72,11 +93,17 @@ def read_labelled_file(
     if len(table) != len(positions):  # the two parsers disagree: never train on what only one of them saw
         raise KoSentTypeError(f"{path}: datasets read {len(table)} rows where the file has {len(positions)}")
     text_key, label_key = resolve_columns(path, table.column_names, text_column, label_column)
-    labels = ClassLabel(names=list(label_names))
-    return [
-        Example(checked_text(path, position, text_key, value), checked_label(path, position, label_key, label, labels))
-        for position, value, label in zip(positions, table[text_key], table[label_key], strict=True)
-    ]
+    attribute_keys = resolve_attribute_columns(path, table.column_names, attributes or {})
+    features = [ClassLabel(names=list(names)) for names in [label_names, *(attributes or {}).values()]]
+    columns = [table[key] for key in (text_key, label_key, *attribute_keys)]
+    examples = []
+    for position, text, *labels in zip(positions, *columns, strict=True):
+        label, *attribute_labels = (
+            checked_label(path, position, key, value, feature)
+            for key, value, feature in zip((label_key, *attribute_keys), labels, features, strict=True)
+        )
+        examples.append(Example(checked_text(path, position, text_key, text), label, tuple(attribute_labels)))
+    return examples
 
 
 def _read_text(path: Path) -> str:
@@ -228,6 +255,18 @@ def resolve_columns(
     raise KoSentTypeError(f"{path}: no text column {expected} (columns: {', '.join(available)}); set --text_column")
 
 
+def resolve_attribute_columns(path: Path, available: Sequence[str], attributes: dict[str, Sequence[str]]) -> list[str]:
+    """The column of each attribute axis, in the axes' order: the first of its known names the file has."""
+    keys = []
+    for axis in attributes:
+        key = next((name for name in ATTRIBUTE_COLUMNS[axis] if name in available), None)
+        if key is None:
+            expected = " or ".join(ATTRIBUTE_COLUMNS[axis])
+            raise KoSentTypeError(f"{path}: no {axis} column {expected} (columns: {', '.join(available)})")
+        keys.append(key)
+    return keys
+
+
 def checked_text(path: Path, position: str, key: str, value: Any) -> str:
     """The stripped sentence, or the row's error: missing, not text, or nothing but spaces and control characters."""
     if value is None:
@@ -307,19 +346,27 @@ def cross_validation_folds(
     ]
 
 
-def label_counts(examples: Sequence[Example], label_names: Sequence[str]) -> list[int]:
-    """How many examples of each label, in the labels' order (absent labels count 0)."""
-    counts = Counter(example.label for example in examples)
+def label_counts(examples: Sequence[Example], label_names: Sequence[str], axis: int | None = None) -> list[int]:
+    """How many examples of each label, in the labels' order (absent labels count 0); of the attribute axis at
+    index `axis` if given."""
+    counts = Counter(example.label if axis is None else example.attributes[axis] for example in examples)
     return [counts[index] for index in range(len(label_names))]
 
 
 def to_dataset(examples: Sequence[Example], tokenizer: Any, max_length: int, label_names: Sequence[str]) -> Dataset:
-    """Tokenize once up front, the labels cast to a `ClassLabel`; padding is left to the collator, per batch."""
+    """Tokenize once up front, the labels cast to a `ClassLabel`; padding is left to the collator, per batch.
+
+    Examples with attributes also get `attribute_targets`, one label id per axis: the model's joint-loss input.
+    """
+    columns: dict[str, list] = {
+        "text": [example.text for example in examples],
+        "labels": [example.label for example in examples],
+    }
     features = Features({"text": Value("string"), "labels": ClassLabel(names=list(label_names))})
-    dataset = Dataset.from_dict(
-        {"text": [example.text for example in examples], "labels": [example.label for example in examples]},
-        features=features,
-    )
+    if examples and examples[0].attributes:
+        columns["attribute_targets"] = [list(example.attributes) for example in examples]
+        features["attribute_targets"] = datasets.Sequence(Value("int64"))
+    dataset = Dataset.from_dict(columns, features=features)
     return dataset.map(
         lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
         batched=True,

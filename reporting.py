@@ -7,7 +7,7 @@ Every figure comes from `metrics.classification_metrics`, so the log, `eval_resu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from .tables import format_table
 logger = logging.getLogger(__name__)
 
 HEADLINE_METRICS = ("accuracy", "macro_f1", "weighted_f1")
+COMBINED_METRICS = ("combined_exact_match", "dacon_weighted_f1")
 # Fonts that have Hangul, in order of preference, for the confusion matrix's axis labels.
 HANGUL_FONTS = (
     "Noto Sans CJK KR",
@@ -30,26 +31,93 @@ HANGUL_FONTS = (
 )
 
 
+def evaluation_metrics(
+    predictions: Any, label_ids: Any, label_names: Sequence[str], attributes: Mapping[str, Sequence[str]] | None = None
+) -> dict:
+    """`classification_metrics` of the sentence type from the Trainer's predictions and labels; with attribute
+    heads also `attributes` ({axis: classification_metrics}), and over the combined label (type-polarity-tense-
+    certainty, e.g. `사실형-긍정-현재-확실`) the exact-match accuracy and DACON's competition score, the weighted
+    F1 (`combined_exact_match`, `dacon_weighted_f1`)."""
+    type_logits, attribute_logits = _split_heads(predictions)
+    type_labels, attribute_targets = _split_heads(label_ids)
+    predicted = np.argmax(type_logits, axis=-1)
+    metrics = classification_metrics(type_labels, predicted, label_names)
+    if attributes:
+        from sklearn.metrics import accuracy_score, f1_score
+
+        predicted_attributes = np.stack([np.argmax(logits, axis=-1) for logits in attribute_logits], axis=-1)
+        metrics["attributes"] = {
+            axis: classification_metrics(attribute_targets[:, index], predicted_attributes[:, index], labels)
+            for index, (axis, labels) in enumerate(attributes.items())
+        }
+        known = (attribute_targets != -100).all(axis=-1)  # the combined label needs every axis
+        truth = combined_labels(type_labels[known], attribute_targets[known], label_names, attributes)
+        guess = combined_labels(predicted[known], predicted_attributes[known], label_names, attributes)
+        metrics["combined_exact_match"] = float(accuracy_score(truth, guess))
+        metrics["dacon_weighted_f1"] = float(f1_score(truth, guess, average="weighted", zero_division=0))
+    return metrics
+
+
+def type_labels_and_predictions(prediction: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The sentence type's true and predicted ids from a Trainer `PredictionOutput` (for the confusion matrix)."""
+    return _split_heads(prediction.label_ids)[0], np.argmax(_split_heads(prediction.predictions)[0], axis=-1)
+
+
+def _split_heads(values: Any) -> tuple[np.ndarray, Any]:
+    """(type, attributes) of the Trainer's predictions or labels: a tuple when the model has attribute heads."""
+    if isinstance(values, (tuple, list)):
+        return values[0], (values[1] if len(values) > 1 else None)
+    return values, None
+
+
+def combined_labels(
+    types: np.ndarray, attribute_ids: np.ndarray, label_names: Sequence[str], attributes: Mapping[str, Sequence[str]]
+) -> list[str]:
+    """DACON's combined labels, the type then each axis in order, joined by '-': `사실형-긍정-현재-확실`."""
+    return [
+        "-".join([label_names[kind], *(labels[value] for labels, value in zip(attributes.values(), row, strict=True))])
+        for kind, row in zip(types, attribute_ids, strict=True)
+    ]
+
+
 def flat_metrics(metrics: dict) -> dict[str, float]:
-    """The Trainer logs and compares flat scalars: `macro_f1`, `사실형_f1`, … ."""
+    """The Trainer logs and compares flat scalars: `macro_f1`, `사실형_f1`, and with attribute heads
+    `polarity_macro_f1`, `polarity_긍정_f1`, …, `combined_exact_match`, `dacon_weighted_f1`."""
     flat = {key: metrics[key] for key in HEADLINE_METRICS}
     for label, scores in metrics["per_label"].items():
         flat.update({f"{label}_{name}": value for name, value in scores.items()})
+    for axis, axis_metrics in metrics.get("attributes", {}).items():
+        flat.update({f"{axis}_{key}": value for key, value in flat_metrics(axis_metrics).items()})
+    flat.update({key: metrics[key] for key in COMBINED_METRICS if key in metrics})
     return flat
 
 
-def metrics_computer(label_names: Sequence[str]) -> Callable[[Any], dict[str, float]]:
-    """The Trainer's `compute_metrics`: argmax of the logits, then `classification_metrics`, flattened."""
+def metrics_computer(
+    label_names: Sequence[str], attributes: Mapping[str, Sequence[str]] | None = None
+) -> Callable[[Any], dict[str, float]]:
+    """The Trainer's `compute_metrics`: `evaluation_metrics`, flattened."""
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
-        predicted = np.argmax(prediction.predictions, axis=-1)
-        return flat_metrics(classification_metrics(prediction.label_ids, predicted, label_names))
+        return flat_metrics(evaluation_metrics(prediction.predictions, prediction.label_ids, label_names, attributes))
 
     return compute_metrics
 
 
 def format_metrics_table(metrics: dict) -> str:
-    """The model card's per-label table, plus the headline figures, as plain text for the log."""
+    """The model card's per-label table, plus the headline figures, as plain text for the log; with attribute
+    heads, one such table per axis and the combined label's scores."""
+    tables = [_label_table(metrics)]
+    for axis, axis_metrics in metrics.get("attributes", {}).items():
+        tables.append(f"{axis}\n{_label_table(axis_metrics)}")
+    if "combined_exact_match" in metrics:
+        tables.append(
+            f"combined label: exact match {metrics['combined_exact_match']:.4f} · "
+            f"DACON weighted-F1 {metrics['dacon_weighted_f1']:.4f}"
+        )
+    return "\n\n".join(tables)
+
+
+def _label_table(metrics: dict) -> str:
     rows = [
         [label, scores["precision"], scores["recall"], scores["f1"], scores["support"]]
         for label, scores in metrics["per_label"].items()
@@ -101,15 +169,13 @@ def save_confusion_matrix(
 
 
 def summarize_folds(fold_metrics: list[dict]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof=1) of every headline metric and per-label score."""
-    series = {key: [metrics[key] for metrics in fold_metrics] for key in HEADLINE_METRICS}
-    for label in fold_metrics[0]["per_label"]:
-        for score in ("precision", "recall", "f1"):
-            series[f"{label}_{score}"] = [metrics["per_label"][label][score] for metrics in fold_metrics]
+    """Mean and sample standard deviation (ddof=1) of every flat metric but the supports, attribute axes included."""
+    flat = [flat_metrics(metrics) for metrics in fold_metrics]
+    keys = [key for key in flat[0] if not key.endswith("_support")]
     return {
         "folds": fold_metrics,
-        "mean": {key: float(np.mean(values)) for key, values in series.items()},
-        "std": {key: float(np.std(values, ddof=1)) for key, values in series.items()},
+        "mean": {key: float(np.mean([metrics[key] for metrics in flat])) for key in keys},
+        "std": {key: float(np.std([metrics[key] for metrics in flat], ddof=1)) for key in keys},
     }
 
 

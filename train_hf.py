@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import transformers
 from accelerate import PartialState
@@ -50,6 +49,7 @@ from kosenttype.errors import KoSentTypeError, one_line, run_command
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 from kosenttype.labelled_data import (
     Example,
+    attribute_axes,
     cross_validation_folds,
     hold_out_validation,
     label_counts,
@@ -57,7 +57,6 @@ from kosenttype.labelled_data import (
     report_shared_sentences,
     to_dataset,
 )
-from kosenttype.metrics import classification_metrics
 from kosenttype.model_card import write_model_card
 from kosenttype.recipe import (
     RECIPE,
@@ -68,11 +67,13 @@ from kosenttype.recipe import (
     model_max_length,
 )
 from kosenttype.reporting import (
+    evaluation_metrics,
     format_cv_table,
     format_metrics_table,
     metrics_computer,
     save_confusion_matrix,
     summarize_folds,
+    type_labels_and_predictions,
 )
 from kosenttype.weighting import WeightedTrainer, class_weights_from_counts, sample_weights_for
 
@@ -135,6 +136,13 @@ class ModelArguments:
         default=None, metadata={"help": "Dropout before the linear head (default: 0.1, or the saved model's)."}
     )
     license: str = field(default="apache-2.0", metadata={"help": "Licence written into the model card."})
+    attribute_loss_weight: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --attribute_columns: each axis's weight in the joint loss beside the type's (which is 1): "
+            "one number for every axis, or axis=number pairs, e.g. polarity=0.5,tense=1,certainty=1 (default 1)."
+        },
+    )
 
 
 @dataclass
@@ -152,6 +160,13 @@ class DataTrainingArguments:
     label_column: str | None = field(
         default=None,
         metadata={"help": "Column of the types, as names or ids 0-3 (default: label, or 유형 in DACON files)."},
+    )
+    attribute_columns: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also train attribute heads, one per axis named here, comma-separated: polarity, tense, "
+            "certainty (prepare_aihub.py's columns) or DACON's 극성, 시제, 확실성."
+        },
     )
     validation_split_percentage: int = field(
         default=10, metadata={"help": "Percentage of train_file held out for validation when there is no file."}
@@ -310,6 +325,7 @@ def train(
     a cross-validation `{"folds": [...], "mean": {...}, "std": {...}}`. The data, the model's sources and the
     output folder are all checked before anything is written, so bad input leaves no half-made output folder.
     """
+    attribute_loss_weights(model_args.attribute_loss_weight, requested_attributes(data_args))  # checked up front
     splits, names = read_splits(data_args, training_args.seed)
     folds = (
         cross_validation_folds(splits["train"], data_args.cv_folds, training_args.seed, SENTENCE_TYPES, names["train"])
@@ -337,8 +353,10 @@ def model_sources(model_args: ModelArguments) -> dict[str, str | None]:
 def read_splits(data_args: DataTrainingArguments, seed: int) -> tuple[dict[str, list[Example]], dict[str, str]]:
     """The labelled examples of each split (train, eval, maybe test), and how the card and logs name each."""
 
+    attributes = requested_attributes(data_args)
+
     def read(path: str) -> list[Example]:
-        return read_labelled_file(path, SENTENCE_TYPES, data_args.text_column, data_args.label_column)
+        return read_labelled_file(path, SENTENCE_TYPES, data_args.text_column, data_args.label_column, attributes)
 
     splits = {"train": read(data_args.train_file)}
     names = {"train": _file_name(data_args.train_file)}
@@ -356,6 +374,31 @@ def read_splits(data_args: DataTrainingArguments, seed: int) -> tuple[dict[str, 
         splits["train"], splits["eval"] = hold_out_validation(splits["train"], percentage, seed)
         names["eval"] = f"{percentage}% held out of {names['train']}"
     return splits, names
+
+
+def requested_attributes(data_args: DataTrainingArguments) -> dict[str, list[str]]:
+    """The attribute axes --attribute_columns asks for, each with its labels in head order ({} for none)."""
+    return attribute_axes([name.strip() for name in (data_args.attribute_columns or "").split(",") if name.strip()])
+
+
+def attribute_loss_weights(value: str | None, attributes: dict[str, list[str]]) -> dict[str, float] | None:
+    """--attribute_loss_weight as `{axis: weight}`: one number for every axis, or `axis=number` pairs."""
+    if not value or not attributes:
+        return None
+    try:
+        if "=" not in value:
+            weights = dict.fromkeys(attributes, float(value))
+        else:
+            weights = {axis.strip(): float(weight) for axis, weight in (pair.split("=") for pair in value.split(","))}
+    except ValueError:
+        weights = {}
+    valid = set(weights) <= set(attributes) and all(0 <= weight < float("inf") for weight in weights.values())
+    if not (weights and valid):
+        raise KoSentTypeError(
+            f"--attribute_loss_weight {value}: expected a number >= 0 or axis=number pairs for the axes "
+            f"{', '.join(attributes)}, e.g. {next(iter(attributes))}=0.5"
+        )
+    return weights
 
 
 def _file_name(path: str) -> str:
@@ -472,6 +515,7 @@ def fit(
 ) -> dict[str, Any]:
     """One training run: fit, restore the best checkpoint, evaluate, save the package and its card."""
     set_seed(training_args.seed)
+    attributes = requested_attributes(data_args)
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.tokenizer_name)
     model = build_model(
         model_args.model_name_or_path,
@@ -480,18 +524,22 @@ def fit(
         id2label=dict(enumerate(SENTENCE_TYPES)),
         pooling=model_args.pooling,
         classifier_dropout=model_args.classifier_dropout,
+        attributes=attributes or None,
+        attribute_loss_weights=attribute_loss_weights(model_args.attribute_loss_weight, attributes),
     )
     tokenizer.model_max_length = model_max_length(data_args.max_seq_length, model)
     datasets = {
         split: to_dataset(examples, tokenizer, tokenizer.model_max_length, SENTENCE_TYPES)
         for split, examples in splits.items()
     }
-    trainer = weighted_trainer(model, tokenizer, datasets, splits["train"], data_args, training_args)
+    trainer = weighted_trainer(model, tokenizer, datasets, splits["train"], attributes, data_args, training_args)
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
-    evaluations = {split: evaluate_split(trainer, data, split) for split, data in datasets.items() if split != "train"}
+    evaluations = {
+        split: evaluate_split(trainer, data, split, attributes) for split, data in datasets.items() if split != "train"
+    }
     if trainer.is_world_process_zero():
         card = card_arguments(trainer, evaluations, splits, names, model_args, data_args, training_args)
         package = save_package(trainer, Path(training_args.output_dir, PACKAGE_FOLDER), evaluations, card)
@@ -505,12 +553,20 @@ def weighted_trainer(
     tokenizer: PreTrainedTokenizerBase,
     datasets: dict[str, Any],
     train_examples: Sequence[Example],
+    attributes: dict[str, list[str]],
     data_args: DataTrainingArguments,
     training_args: KoSentTypeTrainingArguments,
 ) -> WeightedTrainer:
-    """The Trainer with the recipe's class weights and sampler, early stopping, and Hub-ready checkpoints."""
+    """The Trainer with the recipe's class weights (per head) and sampler, early stopping, and Hub-ready
+    checkpoints; with attribute heads, the joint loss."""
     counts = label_counts(train_examples, SENTENCE_TYPES)
     class_weights = class_weights_from_counts(counts, data_args.class_weighting)
+    attribute_class_weights = [
+        class_weights_from_counts(label_counts(train_examples, labels, axis), data_args.class_weighting)
+        for axis, labels in enumerate(attributes.values())
+    ]
+    # With attribute heads the Trainer must be told both label inputs, or it would not evaluate them.
+    label_names = {"label_names": ["labels", "attribute_targets"]} if attributes else {}
     logger.info(
         f"Training label counts {dict(zip(SENTENCE_TYPES, counts, strict=True))}; class weights "
         f"{class_weights.tolist()}"
@@ -519,15 +575,16 @@ def weighted_trainer(
     labels = [example.label for example in train_examples]
     return WeightedTrainer(
         model=model,
-        args=dataclasses.replace(training_args, push_to_hub=False),  # the package alone is pushed, at the end
+        args=dataclasses.replace(training_args, push_to_hub=False, **label_names),  # the package is pushed at the end
         train_dataset=datasets["train"],
         eval_dataset=datasets["eval"],
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if mixed_precision else None),
-        compute_metrics=metrics_computer(SENTENCE_TYPES),
+        compute_metrics=metrics_computer(SENTENCE_TYPES, attributes),
         callbacks=[*early_stopping(data_args.early_stopping_patience, training_args), HubTokenizerInCheckpoints()],
         class_weights=class_weights,
         sample_weights=sample_weights_for(labels) if data_args.weighted_sampler else None,
+        attribute_class_weights=attribute_class_weights,
     )
 
 
@@ -552,16 +609,16 @@ class HubTokenizerInCheckpoints(TrainerCallback):
             save_tokenizer_for_hub(tokenizer, folder, tokenizer.model_max_length)
 
 
-def evaluate_split(trainer: Trainer, dataset: Any, split: str) -> dict[str, Any]:
-    """Predict once; log and save the Trainer's flat metrics and print the per-label table."""
+def evaluate_split(trainer: Trainer, dataset: Any, split: str, attributes: dict[str, list[str]]) -> dict[str, Any]:
+    """Predict once; log and save the Trainer's flat metrics and print the per-label tables."""
     prediction = trainer.predict(dataset, metric_key_prefix=split)
-    predicted = np.argmax(prediction.predictions, axis=-1)
-    metrics = classification_metrics(prediction.label_ids, predicted, SENTENCE_TYPES)
+    metrics = evaluation_metrics(prediction.predictions, prediction.label_ids, SENTENCE_TYPES, attributes)
+    labels, predicted = type_labels_and_predictions(prediction)
     trainer.log_metrics(split, prediction.metrics)
     trainer.save_metrics(split, prediction.metrics)
     if trainer.is_world_process_zero():
         print(f"\n{split} ({len(dataset)} sentences)\n{format_metrics_table(metrics)}\n", flush=True)
-    return {"metrics": metrics, "flat": prediction.metrics, "labels": prediction.label_ids, "predicted": predicted}
+    return {"metrics": metrics, "flat": prediction.metrics, "labels": labels, "predicted": predicted}
 
 
 def card_arguments(

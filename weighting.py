@@ -16,6 +16,8 @@ import torch
 from torch.utils.data import Sampler
 from transformers import Trainer
 
+from .modeling_kosenttype import cross_entropy_sums
+
 CLASS_WEIGHTINGS = ("balanced", "inverse_sqrt", "none")
 
 
@@ -72,6 +74,14 @@ class SeededWeightedRandomSampler(Sampler[int]):
         return self.num_samples
 
 
+def known_label_weight(labels: torch.Tensor, class_weights: torch.Tensor | None) -> torch.Tensor:
+    """Σ w_y over the labels that are known (-100 = unknown); without class weights, their count."""
+    known = labels != -100
+    if class_weights is None:
+        return known.sum().float()
+    return torch.where(known, class_weights.to(labels.device)[labels.clamp(min=0)], 0.0).sum()
+
+
 class WeightedTrainer(Trainer):
     """A `Trainer` with class-weighted cross-entropy and, optionally, a seeded weighted random sampler.
 
@@ -81,6 +91,11 @@ class WeightedTrainer(Trainer):
     `num_items_in_batch` is the step's total weight (see `_get_num_items_in_batch`) and `compute_loss` divides by
     it, so `model_accepts_loss_kwargs` is set to say so (in transformers 4.57 and 5.x alike). Under several
     processes the total is gathered, and the loss multiplied by the process count to undo DDP's gradient averaging.
+
+    A model with attribute heads (a kosenttype model with `config.attributes`, fed `attribute_targets`) is trained
+    on the joint loss: the type's weighted mean cross-entropy plus, for each axis, `config.attribute_loss_weights`
+    times that axis's weighted mean cross-entropy (class weights `attribute_class_weights`, in axis order) — each
+    mean taken, the same way, over the whole step; `num_items_in_batch` is then one total per head.
     """
 
     def __init__(
@@ -88,31 +103,51 @@ class WeightedTrainer(Trainer):
         *args: Any,
         class_weights: torch.Tensor | None = None,
         sample_weights: Sequence[float] | None = None,
+        attribute_class_weights: Sequence[torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        num_labels = self.accelerator.unwrap_model(self.model).config.num_labels
-        self.class_weights = class_weights if class_weights is not None else torch.ones(num_labels)
+        config = self.accelerator.unwrap_model(self.model).config
+        self.class_weights = class_weights if class_weights is not None else torch.ones(config.num_labels)
+        self.attribute_loss_weights = list((getattr(config, "attribute_loss_weights", None) or {}).values())
+        self.attribute_class_weights: list[torch.Tensor | None] = list(
+            attribute_class_weights or [None] * len(self.attribute_loss_weights)
+        )
         self.sample_weights = sample_weights
         self.model_accepts_loss_kwargs = True
 
-    def _class_weights_on(self, device: torch.device) -> torch.Tensor:
-        if self.class_weights.device != device:  # once: a copy per step would stall a GPU
+    def _head_weights_on(self, device: torch.device) -> list[torch.Tensor]:
+        """Each head's class weights (type first, then the axes'; None = all 1), moved to `device` once: a copy
+        per step would stall a GPU."""
+        if self.class_weights.device != device:
             self.class_weights = self.class_weights.to(device)
-        return self.class_weights
-
-    def _label_weights(self, labels: torch.Tensor) -> torch.Tensor:
-        return self._class_weights_on(labels.device)[labels]
+            self.attribute_class_weights = [
+                weights.to(device) if weights is not None else None for weights in self.attribute_class_weights
+            ]
+        return [self.class_weights, *self.attribute_class_weights]
 
     def _spans_processes(self) -> bool:
         return self.args.average_tokens_across_devices and self.accelerator.num_processes > 1
 
+    def _heads(self, labels: torch.Tensor, attribute_targets: torch.Tensor | None) -> list[tuple]:
+        """(labels, class weights) of each head the batch trains: the type's, then each attribute axis's."""
+        head_labels = [labels, *(attribute_targets.unbind(dim=-1) if attribute_targets is not None else ())]
+        return list(zip(head_labels, self._head_weights_on(labels.device), strict=False))
+
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
-        """The total class weight of one optimizer step's labels: the weighted mean's denominator."""
+        """The total class weight of one optimizer step's labels, one per head: the weighted means' denominators."""
         if not batch_samples or "labels" not in batch_samples[0]:
             return None
-        total = sum(self._label_weights(batch["labels"]).sum() for batch in batch_samples).to(device)
-        return self.accelerator.gather(total).sum() if self._spans_processes() else total
+        totals = sum(
+            torch.stack(
+                [
+                    known_label_weight(labels, weights)
+                    for labels, weights in self._heads(batch["labels"], batch.get("attribute_targets"))
+                ]
+            )
+            for batch in batch_samples
+        ).to(device)
+        return self.accelerator.gather(totals.unsqueeze(0)).sum(dim=0) if self._spans_processes() else totals
 
     def compute_loss(
         self,
@@ -123,20 +158,23 @@ class WeightedTrainer(Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         inputs = dict(inputs)
         labels = inputs.pop("labels")
+        attribute_targets = inputs.pop("attribute_targets", None)
         outputs = model(**inputs)
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        # Per example w_y * CE (label smoothing, if asked for, weighted per class as torch does); the Trainer's own
+        logits = [outputs["logits"] if isinstance(outputs, dict) else outputs[0]]
+        if attribute_targets is not None:
+            logits += list(outputs["attribute_logits"])
+        # Per head Σ w_y · CE (label smoothing, if asked for, weighted per class as torch does); the Trainer's own
         # label smoother is bypassed along with its loss.
-        weighted_losses = torch.nn.functional.cross_entropy(
-            logits.float(),
-            labels,
-            weight=self._class_weights_on(labels.device),
-            reduction="none",
-            label_smoothing=self.args.label_smoothing_factor,
-        )
-        # Without the step's total (a batch on its own, as in evaluation), the batch's weighted mean.
-        denominator = self._label_weights(labels).sum() if num_items_in_batch is None else num_items_in_batch
-        loss = weighted_losses.sum() / denominator
+        sums = [
+            cross_entropy_sums(head_logits, head_labels, weights, self.args.label_smoothing_factor)
+            for head_logits, (head_labels, weights) in zip(logits, self._heads(labels, attribute_targets), strict=True)
+        ]
+        numerators = torch.stack([total for total, _ in sums])
+        # Without the step's totals (a batch on its own, as in evaluation), the batch's weighted means.
+        denominators = torch.stack([weight for _, weight in sums]) if num_items_in_batch is None else num_items_in_batch
+        loss_weights = torch.tensor([1.0, *self.attribute_loss_weights][: len(sums)], device=numerators.device)
+        tiny = torch.finfo(numerators.dtype).tiny  # an axis no example of the step knows adds 0, not 0/0
+        loss = (loss_weights * numerators / denominators.reshape(-1).to(numerators.device).clamp(min=tiny)).sum()
         if num_items_in_batch is not None and self._spans_processes():
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss

@@ -608,3 +608,117 @@ def test_sigterm_while_saving_the_package_keeps_the_previous_one(trained_run, sc
     assert main(argv) == 128 + signal.SIGTERM
     assert files_under(copy / PACKAGE_FOLDER) == previous
     assert not list(copy.glob(".*"))
+
+
+# ---- attribute heads (issue 14) -------------------------------------------------------------------------------------
+
+POLARITY, TENSE, CERTAINTY = ("긍정", "부정", "미정"), ("과거", "현재", "미래"), ("확실", "불확실")
+
+
+def dacon_rows(labelled: list[tuple[str, int]]) -> list[list[str]]:
+    """DACON's layout (ID, 문장, 유형, 극성, 시제, 확실성, label), the attributes made up per sentence."""
+    rows = []
+    for index, (text, label) in enumerate(labelled):
+        values = [SENTENCE_TYPES[label], POLARITY[index % 3], TENSE[(index // 3) % 3], CERTAINTY[index % 2]]
+        rows.append([f"TRAIN_{index:05d}", text, *values, "-".join(values)])
+    return rows
+
+
+DACON_HEADER = ["ID", "문장", "유형", "극성", "시제", "확실성", "label"]
+
+
+def test_attribute_heads_train_jointly_and_report_every_axis(scratch_setup, tmp_path):
+    """--attribute_columns with DACON's Korean names: the package has the heads, and eval_results.json's per-axis,
+    exact-match and DACON scores equal those recomputed here from the saved model's own predictions."""
+    train = write_csv(tmp_path / "train.csv", DACON_HEADER, dacon_rows(LABELLED[:12] * 2))
+    validation_rows = dacon_rows(LABELLED[12:] + LABELLED[:6])
+    validation = write_csv(tmp_path / "dev.csv", DACON_HEADER, validation_rows)
+    output = tmp_path / "run"
+    argv = scratch_argv(scratch_setup, output, "--attribute_columns", "극성,시제,확실성")
+    argv[argv.index("--train_file") + 1], argv[argv.index("--validation_file") + 1] = str(train), str(validation)
+    assert main([*argv, "--attribute_loss_weight", "polarity=0.5,tense=1,certainty=2"]) == 0
+    package = output / PACKAGE_FOLDER
+    config = json.loads((package / "config.json").read_text(encoding="utf-8"))
+    assert config["attributes"] == [
+        ["polarity", list(POLARITY)],
+        ["tense", list(TENSE)],
+        ["certainty", list(CERTAINTY)],
+    ]
+    assert config["attribute_loss_weights"] == {"polarity": 0.5, "tense": 1.0, "certainty": 2.0}
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(package).eval()
+    tokenizer = AutoTokenizer.from_pretrained(package)
+    with torch.no_grad():
+        output_heads = model(**tokenizer([row[1] for row in validation_rows], padding=True, return_tensors="pt"))
+    predicted = [
+        output_heads.logits.argmax(-1).tolist(),
+        *(head.argmax(-1).tolist() for head in output_heads.attribute_logits),
+    ]
+    names = [SENTENCE_TYPES, POLARITY, TENSE, CERTAINTY]
+    guesses = [
+        "-".join(names[axis][ids[row]] for axis, ids in enumerate(predicted)) for row in range(len(validation_rows))
+    ]
+    truth = [row[6] for row in validation_rows]
+    reported = json.loads((package / "eval_results.json").read_text(encoding="utf-8"))
+    assert reported["eval_combined_exact_match"] == pytest.approx(accuracy_score(truth, guesses))
+    assert reported["eval_dacon_weighted_f1"] == pytest.approx(f1_score(truth, guesses, average="weighted"))
+    for axis, column, labels in (("polarity", 3, POLARITY), ("tense", 4, TENSE), ("certainty", 5, CERTAINTY)):
+        true_ids = [labels.index(row[column]) for row in validation_rows]
+        predicted_ids = predicted[column - 2]
+        expected = f1_score(true_ids, predicted_ids, labels=range(len(labels)), average="macro", zero_division=0)
+        assert reported[f"eval_{axis}_macro_f1"] == pytest.approx(expected)
+        assert f"eval_{axis}_{labels[0]}_f1" in reported
+    card = (package / "README.md").read_text(encoding="utf-8")
+    assert "polarity" in card and f"{reported['eval_dacon_weighted_f1']:.4f}" in card
+
+
+def test_bad_attribute_values_and_settings_are_refused(scratch_setup, tmp_path, capsys):
+    rows = dacon_rows(LABELLED[:8])
+    rows[5][3] = "슬픔"  # not a polarity
+    bad_value = write_csv(tmp_path / "bad_value.csv", DACON_HEADER, rows)
+    no_tense = write_csv(
+        tmp_path / "no_tense.csv", ["문장", "유형", "극성"], [row[1:4] for row in dacon_rows(LABELLED)]
+    )
+    output = tmp_path / "out"
+    cases = [
+        (bad_value, ["--attribute_columns", "polarity"], "bad_value.csv: line 7: unknown label '슬픔' in '극성'"),
+        (no_tense, ["--attribute_columns", "polarity,tense"], "no_tense.csv: no tense column tense or 시제"),
+        (no_tense, ["--attribute_columns", "sentiment"], "--attribute_columns: unknown attribute 'sentiment'"),
+        (no_tense, ["--attribute_columns", "극성", "--attribute_loss_weight", "tense=1"], "--attribute_loss_weight"),
+        (no_tense, ["--attribute_columns", "극성", "--attribute_loss_weight", "-1"], "--attribute_loss_weight"),
+    ]
+    for train, options, expected in cases:
+        argv = scratch_argv(scratch_setup, output, *options)
+        argv[argv.index("--train_file") + 1] = str(train)
+        assert expected in run_refused(capsys, argv)
+    assert not output.exists()
+
+
+def test_combined_scores_are_dacons_exact_match_and_weighted_f1():
+    """evaluation_metrics on made-up logits: every axis's macro-F1, and over the combined labels the exact-match
+    accuracy and DACON's weighted F1, against scikit-learn on the label strings built here."""
+    from kosenttype.reporting import evaluation_metrics
+
+    attributes = {"polarity": list(POLARITY), "tense": list(TENSE), "certainty": list(CERTAINTY)}
+    truth = np.array([[0, 0, 1, 0], [1, 1, 0, 1], [3, 2, 2, 0], [0, 0, 1, 1], [2, 1, 2, 1], [0, 0, 0, 0]])
+    guess = np.array([[0, 0, 1, 0], [1, 1, 0, 0], [3, 2, 2, 0], [0, 0, 1, 1], [2, 0, 2, 1], [0, 2, 0, 0]])
+    sizes = [4, 3, 3, 2]
+    logits = [np.eye(size)[guess[:, axis]] for axis, size in enumerate(sizes)]  # one-hot: argmax is the guess
+    metrics = evaluation_metrics(
+        (logits[0], tuple(logits[1:])), (truth[:, 0], truth[:, 1:]), SENTENCE_TYPES, attributes
+    )
+    names = [SENTENCE_TYPES, POLARITY, TENSE, CERTAINTY]
+
+    def as_text(rows: np.ndarray) -> list[str]:
+        return ["-".join(names[axis][value] for axis, value in enumerate(row)) for row in rows]
+
+    assert metrics["combined_exact_match"] == pytest.approx(accuracy_score(as_text(truth), as_text(guess))) == 0.5
+    assert metrics["dacon_weighted_f1"] == pytest.approx(f1_score(as_text(truth), as_text(guess), average="weighted"))
+    for axis, name in enumerate(attributes, start=1):
+        expected = f1_score(truth[:, axis], guess[:, axis], labels=range(sizes[axis]), average="macro", zero_division=0)
+        assert metrics["attributes"][name]["macro_f1"] == pytest.approx(expected)
+    assert metrics["macro_f1"] == pytest.approx(
+        f1_score(truth[:, 0], guess[:, 0], labels=range(4), average="macro", zero_division=0)
+    )

@@ -21,7 +21,7 @@ from conftest import REPO_ROOT, TINY_MAX_LENGTH
 from sklearn.utils.class_weight import compute_class_weight
 from transformers import TrainerCallback, TrainingArguments
 
-from kosenttype import KoSentTypeConfig, KoSentTypeForSequenceClassification
+from kosenttype import ATTRIBUTE_LABELS, KoSentTypeConfig, KoSentTypeForSequenceClassification
 from kosenttype.scratch_models import tiny_encoder_config
 from kosenttype.weighting import (
     SeededWeightedRandomSampler,
@@ -32,6 +32,9 @@ from kosenttype.weighting import (
 
 # 16 examples, imbalanced like the real data: type 3 is rare.
 LABELS = [0] * 8 + [1] * 4 + [2] * 3 + [3] * 1
+# Polarity, tense and certainty of each example (the three axes of ATTRIBUTE_LABELS); -100: unknown, no loss.
+ATTRIBUTE_TARGETS = [[index % 3, (index // 2) % 3, -100 if index == 5 else index % 2] for index in range(16)]
+ATTRIBUTE_LOSS_WEIGHTS = {"polarity": 0.5, "tense": 2.0, "certainty": 1.0}
 SEED = 7
 VOCAB_SIZE = 100
 
@@ -39,13 +42,15 @@ VOCAB_SIZE = 100
 class IndexedExamples(torch.utils.data.Dataset):
     """Token ids made up from a seed (no tokenizer needed), each example carrying its index to be recorded."""
 
-    def __init__(self, labels: list[int]) -> None:
+    def __init__(self, labels: list[int], attribute_targets: list[list[int]] | None = None) -> None:
         generator = torch.Generator().manual_seed(0)
         self.rows = []
         for index, label in enumerate(labels):
             length = int(torch.randint(3, 12, (1,), generator=generator))
             body = torch.randint(5, VOCAB_SIZE, (length,), generator=generator).tolist()
             self.rows.append({"input_ids": [0, *body, 2], "labels": label, "index": index})
+            if attribute_targets is not None:
+                self.rows[-1]["attribute_targets"] = attribute_targets[index]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -65,11 +70,14 @@ class RecordingCollator:
         width = max(len(feature["input_ids"]) for feature in features)
         input_ids = [feature["input_ids"] + [1] * (width - len(feature["input_ids"])) for feature in features]
         mask = [[1] * len(feature["input_ids"]) + [0] * (width - len(feature["input_ids"])) for feature in features]
-        return {
+        batch = {
             "input_ids": torch.tensor(input_ids),
             "attention_mask": torch.tensor(mask),
             "labels": torch.tensor([feature["labels"] for feature in features]),
         }
+        if "attribute_targets" in features[0]:
+            batch["attribute_targets"] = torch.tensor([feature["attribute_targets"] for feature in features])
+        return batch
 
 
 class EpochMarker(TrainerCallback):
@@ -80,13 +88,23 @@ class EpochMarker(TrainerCallback):
         self.collator.epochs.append([])
 
 
-def tiny_model() -> KoSentTypeForSequenceClassification:
+def tiny_model(attributes: bool = False) -> KoSentTypeForSequenceClassification:
     """Seeded and without dropout, so two runs that see the same batches compute the same numbers."""
     torch.manual_seed(0)
     encoder = tiny_encoder_config(VOCAB_SIZE, hidden_size=32, max_length=TINY_MAX_LENGTH)
     encoder.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    config = KoSentTypeConfig(encoder_config=encoder, backbone_name=None, classifier_dropout=0.0)
+    heads = {"attributes": ATTRIBUTE_LABELS, "attribute_loss_weights": ATTRIBUTE_LOSS_WEIGHTS} if attributes else {}
+    config = KoSentTypeConfig(encoder_config=encoder, backbone_name=None, classifier_dropout=0.0, **heads)
     return KoSentTypeForSequenceClassification(config)
+
+
+def attribute_class_weights(weighting: str) -> list[torch.Tensor]:
+    """Each axis's class weights from its known labels' counts, the way the type's are computed."""
+    weights = []
+    for axis, labels in enumerate(ATTRIBUTE_LABELS.values()):
+        known = [targets[axis] for targets in ATTRIBUTE_TARGETS if targets[axis] != -100]
+        weights.append(class_weights_from_counts([known.count(label) for label in range(len(labels))], weighting))
+    return weights
 
 
 def run_recorded_training(
@@ -98,8 +116,10 @@ def run_recorded_training(
     weighting: str = "balanced",
     sampler: bool = True,
     model: KoSentTypeForSequenceClassification | None = None,
+    attributes: bool = False,
 ) -> dict:
-    """Train the tiny model with WeightedTrainer; return the batches each epoch saw and the logged loss/grad norm."""
+    """Train the tiny model with WeightedTrainer; return the batches each epoch saw and the logged loss/grad norm.
+    With `attributes`, the model has the three attribute heads and trains on the joint loss."""
     collator = RecordingCollator()
     args = TrainingArguments(
         output_dir=output_dir,
@@ -119,13 +139,14 @@ def run_recorded_training(
     )
     counts = [LABELS.count(label) for label in range(4)]
     trainer = WeightedTrainer(
-        model=model if model is not None else tiny_model(),
+        model=model if model is not None else tiny_model(attributes),
         args=args,
-        train_dataset=IndexedExamples(LABELS),
+        train_dataset=IndexedExamples(LABELS, ATTRIBUTE_TARGETS if attributes else None),
         data_collator=collator,
         callbacks=[EpochMarker(collator)],
         class_weights=class_weights_from_counts(counts, weighting),
         sample_weights=sample_weights_for(LABELS) if sampler else None,
+        attribute_class_weights=attribute_class_weights(weighting) if attributes else None,
     )
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -222,6 +243,39 @@ def test_accumulation_matches_one_batch_twice_as_large(tmp_path, weighting):
         "batches"
     ][0][1]
     assert len(whole["losses"]) == len(accumulated["losses"]) == 2
+    assert accumulated["losses"] == pytest.approx(whole["losses"], rel=1e-5)
+    assert accumulated["grad_norms"] == pytest.approx(whole["grad_norms"], rel=1e-5)
+
+
+def test_joint_loss_is_the_weighted_sum_of_each_heads_weighted_cross_entropy(tmp_path):
+    """Type and attribute heads: CE_type(w_type) + Σ λ_axis · CE_axis(w_axis), each by torch's own weighted
+    CrossEntropyLoss (unknown -100 values ignored); given a step's totals, each head divides by its own."""
+    model = tiny_model(attributes=True).eval()
+    weights = [torch.tensor([0.5, 1.0, 2.0, 4.0]), *attribute_class_weights("balanced")]
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, label_names=["labels"])
+    trainer = WeightedTrainer(model=model, args=args, class_weights=weights[0], attribute_class_weights=weights[1:])
+    collator = RecordingCollator()
+    collator.epochs.append([])
+    inputs = collator(IndexedExamples(LABELS, ATTRIBUTE_TARGETS).rows)
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(inputs))
+        step_totals = trainer._get_num_items_in_batch([inputs, inputs], torch.device("cpu"))
+        loss_over_step = trainer.compute_loss(model, dict(inputs), num_items_in_batch=step_totals)
+        output = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    targets = inputs["attribute_targets"].T
+    expected = torch.nn.CrossEntropyLoss(weight=weights[0])(output.logits, inputs["labels"])
+    heads = zip(output.attribute_logits, targets, weights[1:], ATTRIBUTE_LOSS_WEIGHTS.values(), strict=True)
+    for logits, labels, axis_weights, loss_weight in heads:
+        expected += loss_weight * torch.nn.CrossEntropyLoss(weight=axis_weights)(logits, labels)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss_over_step.item() == pytest.approx(expected.item() / 2, rel=1e-6)
+
+
+def test_joint_loss_under_accumulation_matches_one_batch_twice_as_large(tmp_path):
+    whole = run_recorded_training(str(tmp_path / "one"), batch_size=8, sampler=False, attributes=True)
+    accumulated = run_recorded_training(
+        str(tmp_path / "two"), batch_size=4, accumulation=2, sampler=False, attributes=True
+    )
     assert accumulated["losses"] == pytest.approx(whole["losses"], rel=1e-5)
     assert accumulated["grad_norms"] == pytest.approx(whole["grad_norms"], rel=1e-5)
 
