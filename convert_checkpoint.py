@@ -478,7 +478,7 @@ def resolve_architecture(backbone: str | None, encoder: dict[str, torch.Tensor],
             raise KoSentTypeError(
                 f"{backbone}: --backbone folder has no loadable config.json ({one_line(error)})"
             ) from None
-        failure = f"the configuration of {backbone} could not be loaded ({one_line(error, limit=200)})"
+        failure = f"the configuration of {backbone} could not be loaded ({one_line(error).split('. ')[0]})"
         return _infer_architecture(encoder, hints, backbone, failure)
     if config.model_type == KoSentTypeConfig.model_type:  # a kosenttype model (or its remote-code copy)
         origin = f"the encoder configuration inside {backbone} (a kosenttype model of {config.backbone_name})"
