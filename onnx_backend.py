@@ -1,0 +1,276 @@
+"""The onnxruntime backend: a folder's `onnx/model.onnx` (fp32) or `onnx/model_quantized.onnx` (int8), run with
+onnxruntime, tokenized with the `tokenizers` library, and nothing else.
+
+    classifier = load_onnx_classifier("path/or/hub-id", precision="int8")
+
+This path imports neither torch nor transformers: a prediction-only install needs onnxruntime, tokenizers, numpy
+and huggingface_hub, and a command starts in a fraction of a second. The files are the Hub's convention (Optimum,
+Transformers.js); `kosenttype-export-onnx` writes them. Graph inputs: `input_ids` and `attention_mask` (int64,
+[batch, sequence]); outputs: `logits` for the sentence type and `<axis>_logits` for each attribute head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+from tokenizers import Tokenizer
+
+from .engine import TYPE_HEAD, Classifier, classifier_from_config, heads_from_config
+from .errors import KoSentTypeError, one_line
+
+ONNX_FOLDER = "onnx"
+# The Hub's file names (Optimum, Transformers.js: dtype "fp32" and "q8") by the precision they hold.
+ONNX_FILES = {"fp32": "model.onnx", "int8": "model_quantized.onnx"}
+PRECISIONS = ("auto", "fp32", "int8")
+# What the backend reads beside the ONNX files; special_tokens_map.json is optional.
+RUNTIME_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+INPUT_NAMES = ("input_ids", "attention_mask")
+# transformers' stand-in for "no limit" in tokenizer_config.json.
+UNBOUNDED_TOKENIZER_LENGTH = 1_000_000
+THREADS_VARIABLE = "OMP_NUM_THREADS"
+
+# What "auto" tries first. int8 agreed with fp32 on the benchmark's trained model within the bar (docs/onnx.md) and
+# runs faster; a folder exported with `--quantize none` has only the fp32 file.
+AUTO_PRECISION_ORDER = ("int8", "fp32")
+
+
+def output_name(head: str) -> str:
+    """The graph output of a head: `logits` for the sentence type (as every sequence classifier names it, so that
+    Optimum's ORTModelForSequenceClassification reads it), `<axis>_logits` for an attribute head."""
+    return "logits" if head == TYPE_HEAD else f"{head}_logits"
+
+
+class OnnxBackend:
+    """Runs one onnxruntime session; returns each head's float32 logits [batch, labels] under the engine's names."""
+
+    name = "onnxruntime"
+
+    def __init__(self, session: onnxruntime.InferenceSession, precision: str, heads: Mapping[str, list[str]]) -> None:
+        self.session = session
+        self.precision = precision
+        self.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.outputs = {head: output_name(head) for head in heads}
+        self.inputs = [graph_input.name for graph_input in session.get_inputs()]
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self.inputs:  # BERT-style graphs exported by other tools take it; one segment here
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        values = self.session.run(list(self.outputs.values()), feeds)
+        return {head: np.asarray(value, dtype=np.float32) for head, value in zip(self.outputs, values, strict=True)}
+
+
+def load_onnx_classifier(
+    model: str | os.PathLike,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    revision: str | None = None,
+    threads: int | None = None,
+) -> Classifier:
+    """A saved folder's or Hub repository's ONNX file as a `Classifier`, with no torch and no transformers.
+
+    `precision`: "int8" runs `onnx/model_quantized.onnx`, "fp32" `onnx/model.onnx`, "auto" the int8 file where
+    there is one, else the fp32 one (see AUTO_PRECISION_ORDER). `threads`: onnxruntime's intra-op threads; None
+    takes OMP_NUM_THREADS when set (what `kosenttype-predict --threads` sets), else one per core.
+    """
+    if precision not in PRECISIONS:
+        raise KoSentTypeError(
+            f"--precision {precision}: the onnxruntime backend runs fp32 (onnx/{ONNX_FILES['fp32']}) or int8 "
+            f"(onnx/{ONNX_FILES['int8']}); expected one of: {', '.join(PRECISIONS)}"
+        )
+    providers = execution_providers(device)
+    on_cpu = providers[0][0] == "CPUExecutionProvider"
+    if precision == "int8" and not on_cpu:
+        raise KoSentTypeError("--precision int8 (dynamic quantization) runs on CPU only; use fp32 on a GPU")
+    folder, resolved_precision = locate_onnx_files(model, precision, revision, on_cpu=on_cpu)
+    config = read_json_file(folder / "config.json", model)
+    heads = heads_from_config(config)
+    session = open_session(folder / ONNX_FOLDER / ONNX_FILES[resolved_precision], providers, threads)
+    check_outputs(session, heads, folder / ONNX_FOLDER / ONNX_FILES[resolved_precision])
+    return classifier_from_config(
+        OnnxBackend(session, resolved_precision, heads),
+        read_tokenizer(folder, model),
+        config,
+        name=os.fspath(model),
+        tokenizer_limit=tokenizer_limit(folder),
+    )
+
+
+def execution_providers(device: str) -> list[tuple[str, dict[str, Any]]]:
+    """onnxruntime's providers for `device`: cpu, cuda, cuda:N, or auto (CUDA when this onnxruntime has it)."""
+    available = onnxruntime.get_available_providers()
+    cpu = ("CPUExecutionProvider", {})
+    if device == "auto":
+        device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    if device == "cpu":
+        return [cpu]
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise KoSentTypeError(f"unknown device {device!r} (expected cpu, cuda, cuda:N or auto)")
+    if "CUDAExecutionProvider" not in available:
+        raise KoSentTypeError(
+            f"--device {device}: this onnxruntime has no CUDA support (install onnxruntime-gpu, or use --device cpu)"
+        )
+    return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), cpu]
+
+
+def locate_onnx_files(model: str | os.PathLike, precision: str, revision: str | None, on_cpu: bool) -> tuple[Path, str]:
+    """The local folder holding config.json, the tokenizer and the ONNX file to run, and that file's precision.
+
+    A Hub id is downloaded (only the files the backend reads; for "auto" the int8 file alone when the repository
+    has it); a local folder is used in place.
+    """
+    candidates = list(AUTO_PRECISION_ORDER if on_cpu else ("fp32",)) if precision == "auto" else [precision]
+    location = local_folder_or_hub_id(model)
+    for candidate in candidates:
+        folder = location if isinstance(location, Path) else _hub_snapshot(location, revision, candidate)
+        if (folder / ONNX_FOLDER / ONNX_FILES[candidate]).is_file():
+            return folder, candidate
+    raise KoSentTypeError(_missing_onnx_message(model, candidates, precision))
+
+
+def _missing_onnx_message(model: str | os.PathLike, candidates: list[str], precision: str) -> str:
+    wanted = " or ".join(f"{ONNX_FOLDER}/{ONNX_FILES[candidate]}" for candidate in candidates)
+    if precision == "int8":
+        advice = f"run kosenttype-export-onnx --model {os.fspath(model)} (int8 is its default), or use --precision fp32"
+    else:
+        advice = f"run kosenttype-export-onnx --model {os.fspath(model)} first"
+    return f"cannot run {os.fspath(model)} on onnxruntime: it has no {wanted}; {advice}"
+
+
+def local_folder_or_hub_id(model: str | os.PathLike) -> Path | str:
+    """A local model folder (checked to hold config.json) or a Hub id; a path that doesn't exist is refused rather
+    than sent to the Hub as a malformed repository id. (The same rule as torch_backend.locate_model, which imports
+    torch and so can't be used here.)"""
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise KoSentTypeError(f"cannot load model {text}: it is a file; give the folder that holds config.json")
+        if not (path / "config.json").is_file():
+            raise KoSentTypeError(f"cannot load model {text}: not a model folder (it has no config.json)")
+        return path
+    looks_like_path = (
+        isinstance(model, os.PathLike)
+        or os.path.isabs(text)
+        or text.startswith(("./", "../", "~", "."))
+        or "\\" in text
+        or text.count("/") > 1
+    )
+    if looks_like_path:
+        raise KoSentTypeError(f"model folder not found: {text}")
+    return text
+
+
+def _hub_snapshot(repo_id: str, revision: str | None, precision: str) -> Path:
+    """The runtime files and one ONNX file (with its external data, if the export needed any), from the Hub."""
+    onnx_file = f"{ONNX_FOLDER}/{ONNX_FILES[precision]}"
+    return hub_snapshot(repo_id, revision, [onnx_file, f"{onnx_file}.data", f"{onnx_file}_data"])
+
+
+def hub_snapshot(repo_id: str, revision: str | None, extra_files: Sequence[str] = ()) -> Path:
+    """Download (or find in the cache) RUNTIME_FILES and `extra_files` of a Hub repository; its local folder."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=[*RUNTIME_FILES, *extra_files]))
+    except Exception as error:  # the Hub client raises many types for "can't get it" (offline, missing, private)
+        message = f"cannot load model {repo_id} from the Hub: {type(error).__name__}: {one_line(error)}"
+        raise KoSentTypeError(message) from None
+
+
+def read_json_file(path: Path, model: str | os.PathLike) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KoSentTypeError(f"cannot load model {os.fspath(model)}: it has no {path.name}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise KoSentTypeError(f"cannot read {path}: {one_line(error)}") from None
+    if not isinstance(value, dict):
+        raise KoSentTypeError(f"cannot read {path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_tokenizer(folder: Path, model: str | os.PathLike) -> Tokenizer:
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise KoSentTypeError(
+            f"cannot run {os.fspath(model)} on onnxruntime: it has no tokenizer.json (the fast tokenizer's file, "
+            "which the onnxruntime backend tokenizes with); save the tokenizer with a fast tokenizer class"
+        )
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises a bare Exception for a malformed file
+        raise KoSentTypeError(f"cannot read {path}: {one_line(error)}") from None
+
+
+def tokenizer_limit(folder: Path) -> int | None:
+    """tokenizer_config.json's `model_max_length`, when it states a real limit."""
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return None
+    limit = read_json_file(path, folder).get("model_max_length")
+    is_limit = isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < UNBOUNDED_TOKENIZER_LENGTH
+    return limit if is_limit else None
+
+
+def session_options(threads: int | None) -> onnxruntime.SessionOptions:
+    """One intra-op pool of `threads` (else OMP_NUM_THREADS, else onnxruntime's one per core), no inter-op pool.
+
+    onnxruntime's default build doesn't use OpenMP and so never reads OMP_NUM_THREADS itself.
+    """
+    options = onnxruntime.SessionOptions()
+    if threads is None and os.environ.get(THREADS_VARIABLE, "").strip().isdigit():
+        threads = int(os.environ[THREADS_VARIABLE])
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: its warnings (e.g. unused initializers) are not the user's
+    return options
+
+
+def open_session(
+    path: Path, providers: list[tuple[str, dict[str, Any]]], threads: int | None = None
+) -> onnxruntime.InferenceSession:
+    """An inference session on `path`, refusing a corrupt or truncated file in one line."""
+    try:
+        return onnxruntime.InferenceSession(
+            str(path),
+            sess_options=session_options(threads),
+            providers=[name for name, _ in providers],
+            provider_options=[options for _, options in providers],
+        )
+    except Exception as error:  # onnxruntime's pybind errors (InvalidProtobuf, Fail, …) share no useful base
+        raise KoSentTypeError(
+            f"cannot load {path}: not a valid ONNX model ({type(error).__name__}: {one_line(error, 200)}); "
+            "export it again with kosenttype-export-onnx"
+        ) from None
+
+
+def check_outputs(session: onnxruntime.InferenceSession, heads: Mapping[str, list[str]], path: Path) -> None:
+    """Every head the config names must be a graph output of its width, and the inputs the ones we feed."""
+    inputs = {graph_input.name for graph_input in session.get_inputs()}
+    outputs = {graph_output.name: graph_output.shape for graph_output in session.get_outputs()}
+    missing_inputs = [name for name in INPUT_NAMES if name not in inputs]
+    if missing_inputs:
+        raise KoSentTypeError(f"{path} has no input {', '.join(missing_inputs)} (inputs: {', '.join(sorted(inputs))})")
+    for head, labels in heads.items():
+        name = output_name(head)
+        if name not in outputs:
+            raise KoSentTypeError(
+                f"{path} has no output {name!r} for head {head!r} of config.json (outputs: {', '.join(outputs)}); "
+                "export it again with kosenttype-export-onnx"
+            )
+        width = outputs[name][-1] if outputs[name] else None
+        if isinstance(width, int) and width != len(labels):
+            raise KoSentTypeError(
+                f"{path}: output {name!r} has {width} labels, config.json's {head!r} head {len(labels)}; "
+                "the ONNX file belongs to another model: export it again"
+            )
