@@ -197,22 +197,13 @@ def resolve_run_files(args: ConversionArguments) -> RunFiles:
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         raise KoSentTypeError(f"{checkpoint}: checkpoint not found")
-    explicit = {
-        "tokenizer": args.tokenizer,
-        "label_mapping": args.label_mapping,
-        "metrics": args.metrics,
-        "export_config": args.export_config,
-        "load_spec": None,
-    }
     resolved = {}
-    for name, given in explicit.items():
-        if given is not None:
-            if not Path(given).exists():
-                raise KoSentTypeError(f"{given}: --{name.replace('_', '-')} not found")
-            resolved[name] = Path(given)
-        else:
-            default = checkpoint.parent / DEFAULT_SIDE_FILES[name]
-            resolved[name] = default if default.exists() else None
+    for name, default_name in DEFAULT_SIDE_FILES.items():
+        given = getattr(args, name, None)  # load_spec has no option: only ever the default name
+        if given is not None and not Path(given).exists():
+            raise KoSentTypeError(f"{given}: --{name.replace('_', '-')} not found")
+        default = checkpoint.parent / default_name
+        resolved[name] = Path(given) if given is not None else default if default.exists() else None
     return RunFiles(checkpoint=checkpoint, **resolved)
 
 
