@@ -60,7 +60,7 @@ def test_card_without_metrics_has_only_what_is_known(tmp_path):
     assert "model-index" not in card.data.to_dict()
     for section in ("## Labels", "## Usage", "## Intended use and limitations"):
         assert section in text
-    for absent in ("## Evaluation", "## Training", "## ONNX", "Attribute heads", "All four axes", "Combined label"):
+    for absent in ("## Evaluation", "## Training", "## ONNX", "Attribute heads", "Every axis", "Combined label"):
         assert absent not in text
     assert "\n\n\n" not in text, "an omitted section must not leave blank lines behind"
     for code in python_blocks(text):
@@ -77,6 +77,7 @@ def test_four_axis_evaluation_and_attribute_labels(tmp_path):
     for axis, (accuracy, macro_f1, f1_by_label) in ATTRIBUTE_SCORES.items():
         f1_cells = ", ".join(f"{label} {f1:.2f}" for label, f1 in f1_by_label.items())
         assert f"| {axis} | {accuracy:.4f} | {macro_f1:.4f} | {f1_cells} |" in text
+    assert "Combined label (type-polarity-tense-certainty, e.g. `사실형-긍정-과거-확실`): exact-match" in text
     assert "exact-match accuracy 0.6120" in text
     assert "(weighted F1 over the combined labels) 0.6543" in text
     assert '"attributes": {"polarity":' in text, "the usage section says where the attributes come out"
@@ -93,7 +94,7 @@ def test_type_only_model_has_no_axis_table(tmp_path):
     metrics = {key: value for key, value in four_axis_metrics().items() if key != "attributes"}
     text = card_text(tmp_path, tiny_config(), metrics)
     assert "| 추론형 | 0.7200 | 0.7200 | 0.7200 | 10 |" in text
-    assert "All four axes" not in text and "Attribute heads" not in text
+    assert "Every axis" not in text and "Attribute heads" not in text
 
 
 def test_onnx_files_are_listed_once_they_exist(tmp_path):
