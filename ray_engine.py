@@ -30,8 +30,10 @@ import io
 import json
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -48,11 +50,18 @@ from .input_files import InputFile, expand_inputs, is_uri, read_input_file, uri_
 from .records import InputRecord, LineError, Prediction
 from .writers import infer_output_format, json_line, make_writer, open_output
 
-# Ray decides when it is imported whether a local instance may listen beyond loopback (on Linux it does by
-# default, on every interface). Switched off here, a local instance binds 127.0.0.1 only; connecting to a real
-# cluster is unaffected (a driver there takes its address from the node's raylet).
 LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-os.environ.setdefault(LOCAL_ONLY_VARIABLE, "0")
+# Two switches Ray reads once, when it is imported, and only in this process (they are removed again after the
+# import, so the Ray processes it starts keep their defaults):
+IMPORT_SWITCHES = {
+    # A local instance binds 127.0.0.1 only, where Ray on Linux would listen on every interface. Connecting to a
+    # real cluster is unaffected: a driver there takes its address from its node's raylet.
+    LOCAL_ONLY_VARIABLE: "0",
+    # SIGTERM and Ctrl-C end a run with the command's one line, not with a C++ stack dump of this process.
+    "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1",
+}
+IMPORT_SWITCHES = {name: value for name, value in IMPORT_SWITCHES.items() if name not in os.environ}
+os.environ.update(IMPORT_SWITCHES)
 try:
     import pyarrow as pa
     import ray
@@ -62,6 +71,9 @@ except ImportError as missing:  # the ray extra is optional; the local engine ne
     raise KoSentTypeError(
         f"--engine ray needs the ray extra ({missing.name} is not installed): pip install 'kosenttype[ray]'"
     ) from missing
+finally:
+    for name in IMPORT_SWITCHES:
+        os.environ.pop(name, None)
 
 PROGRAM = "kosenttype-predict"
 LOOPBACK = "127.0.0.1"
@@ -418,16 +430,29 @@ def quiet_ray_logging() -> None:
             handler.setLevel(logging.CRITICAL)
 
 
+@contextmanager
+def own_sigterm_handling() -> Iterator[None]:
+    """Keep the command's SIGTERM handling (an exception that unwinds every `with`, see errors.run_command):
+    `ray.init` replaces it with a bare sys.exit, which would skip no cleanup but report the wrong status."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
 def start_local_ray(num_cpus: int) -> None:
     """A private Ray instance on this machine: `num_cpus` logical CPUs, no dashboard, loopback only."""
     quiet_ray_logging()
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        _node_ip_address=LOOPBACK,
-        logging_level=logging.ERROR,
-        log_to_driver=False,
-    )
+    with own_sigterm_handling():
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address=LOOPBACK,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
     if ray.util.get_node_ip_address() != LOOPBACK:  # Ray was imported before this module could switch it
         ray.shutdown()
         raise KoSentTypeError(
@@ -440,7 +465,8 @@ def connect_to_cluster(address: str) -> None:
     check_reachable(address)
     quiet_ray_logging()
     try:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        with own_sigterm_handling():
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as error:
         message = f"cannot connect to the Ray cluster at --ray_address {address}: {one_line(error)}"
         raise KoSentTypeError(message) from error
@@ -537,7 +563,7 @@ def ray_failure(error: BaseException) -> KoSentTypeError | None:
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, KoSentTypeError):
-            return KoSentTypeError(str(getattr(error, "cause", None) or error).strip().splitlines()[-1])
+            return KoSentTypeError(str(getattr(error, "cause", None) or error).strip().splitlines()[0])
         if isinstance(error, ray.exceptions.RayActorError) and error.actor_init_failed:
             cause = str(error).strip().splitlines()[-1].removeprefix(f"{KoSentTypeError.__module__}.")
             return KoSentTypeError(
