@@ -108,10 +108,10 @@ def read_labelled_file(
 
 def _read_text(path: Path) -> str:
     """The whole file as text, or one line saying why it can't be: missing, a folder, a format or encoding."""
-    if path.suffix.lower() not in BUILDERS:
-        raise KoSentTypeError(f"{path}: unsupported format; expected one of {', '.join(BUILDERS)}")
     if path.is_dir():
         raise KoSentTypeError(f"{path}: is a folder, not a data file")
+    if path.suffix.lower() not in BUILDERS:
+        raise KoSentTypeError(f"{path}: unsupported format; expected one of {', '.join(BUILDERS)}")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

@@ -1,7 +1,8 @@
-"""What a training run reports: the Trainer's metric function, the per-label table printed to the log, the
+"""What a training run reports: the Trainer's metric function, the per-label tables printed to the log, the
 confusion-matrix PNG, and the mean ± standard deviation of a cross-validation's folds.
 
-Every figure comes from `metrics.classification_metrics`, so the log, `eval_results.json` and the model card agree.
+Every figure comes from `metrics.classification_metrics` (per head, for a model with attribute heads, plus the
+combined label's exact match and DACON's weighted F1), so the log, `eval_results.json` and the model card agree.
 """
 
 from __future__ import annotations

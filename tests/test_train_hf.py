@@ -151,7 +151,7 @@ def _hostile_inputs(folder: Path) -> list[tuple[Path, str]]:
     )
     extra = folder / "extra.csv"  # pandas would take the first column for an index and shift the others
     extra.write_text("sentence,label\n첫 문장.,0\n둘째 문장,1,덤\n", encoding="utf-8")
-    (folder / "a_folder.json").mkdir()
+    (folder / "a_folder").mkdir()  # no data-file suffix: still "a folder", not "unsupported format"
     deep_array = folder / "deep.json"
     deep_array.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
     deep_line = folder / "deep.jsonl"  # this one crashed the process inside pyarrow (segmentation fault)
@@ -164,7 +164,7 @@ def _hostile_inputs(folder: Path) -> list[tuple[Path, str]]:
     return [
         (unclosed, "unclosed.csv: line 3: a quoted field opened here is not closed properly"),
         (extra, "extra.csv: line 3: 3 fields, but the header has 2"),
-        (folder / "a_folder.json", "a_folder.json: is a folder, not a data file"),
+        (folder / "a_folder", "a_folder: is a folder, not a data file"),
         (deep_array, "deep.json: JSON nested too deeply"),
         (deep_line, "deep.jsonl: line 2: JSON nested too deeply"),
         (surrogate, "surrogate.jsonl: line 2: a lone surrogate escape (\\ud800) is not text"),
