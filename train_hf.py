@@ -437,7 +437,7 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def prepare_output_dir(args: KoSentTypeTrainingArguments, record: dict[str, Any], cross_validation: bool) -> Any:
+def prepare_output_dir(args: KoSentTypeTrainingArguments, record: dict[str, Any], cross_validation: bool) -> str | None:
     """Refuse to mix two runs in one folder, then record this one; return what `Trainer.train` resumes from.
 
     A folder holding a run is only trained into again with --overwrite_output_dir (a fresh start), or with
