@@ -321,8 +321,10 @@ class InferenceService:
             self.batcher.close(timeout)
 
     def loaded(self) -> Classifier:
+        """The classifier, or 503 while it loads (or once the server is shutting down)."""
         if self.classifier is None or not self.ready:
-            raise ApiError(503, "the model is still loading", "unhealthy", RETRY_AFTER_LOADING_S)
+            reason = "the server is shutting down" if self._closed else "the model is still loading"
+            raise ApiError(503, reason, "unhealthy", RETRY_AFTER_LOADING_S)
         return self.classifier
 
     def check_untruncated(self, texts: Sequence[str], single: bool) -> None:
@@ -642,7 +644,7 @@ ERROR_DESCRIPTIONS = {
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A bound socket, so that a port in use is reported at once, before a model is loaded for nothing."""
+    """A listening socket, so that a port in use is reported at once, before a model is loaded for nothing."""
     try:
         family, kind, protocol, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -653,6 +655,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        sock.listen(2048)  # from now on connections wait in the backlog instead of being refused
     except OSError as error:
         sock.close()
         raise KoSentTypeError(

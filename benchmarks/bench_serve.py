@@ -1,0 +1,277 @@
+"""kosenttype-serve under many concurrent clients, against offline kosenttype-predict, at the real backbone's size.
+
+    python benchmarks/bench_serve.py [--sentences 512] [--precision auto] [--threads N] [--repeats 2]
+
+The model has the real backbone's shape (RoBERTa, 12 layers, hidden 768, vocabulary 32,000) with random weights and
+a WordPiece tokenizer trained on one half of ../shared/data/dacon/train.csv; the timed sentences are the other half
+(read-only; without the file, the package's own data/sample_sentences.jsonl is used for both). Measured in one run:
+
+  (1) offline `kosenttype-predict` on the sentences at the same precision and threads: the sentences/s it reports
+      itself (model loading excluded);
+  (2) `kosenttype-serve` with its default batching, clients on loopback each sending one sentence per request
+      (POST /, the Inference API route) in a closed loop: sentences/s, p50/p99 latency, mean sentences per forward
+      pass (from /metrics), and requests sent = requests answered with 200, at 1, 4, 16 and 64 clients;
+  (3) the same server with batching off (`--max_batch_size 1`: one sentence per forward pass, the naive server),
+      at 64 clients.
+
+(1), (2) at 64 clients and (3) run interleaved, `--repeats` rounds, and each keeps its best round: on a shared
+machine the fastest round is the least disturbed. Both servers stay up the whole run (an idle one uses no CPU).
+Client, server and model share the machine, so the clients' own CPU time is part of what the server's figure pays.
+Each phase stops sending after `--phase_seconds` and waits for what it sent; every server is stopped by SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from kosenttype import KoSentTypeConfig, KoSentTypeForSequenceClassification
+from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
+from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+from kosenttype.scratch_models import train_wordpiece_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+DACON_CSV = REPO.parent / "shared" / "data" / "dacon" / "train.csv"
+SAMPLE_SENTENCES = REPO / "data" / "sample_sentences.jsonl"
+MAX_LENGTH = 256
+CONCURRENCY = (1, 4, 16, 64)
+PHASE_SECONDS = 30  # a phase stops sending after this long, so that a slow machine still finishes in minutes
+PHASE_TIMEOUT_S = 240
+STARTUP_TIMEOUT_S = 300
+
+
+def load_sentences(count: int, seed: int = 0) -> tuple[list[str], list[str], str]:
+    """(sentences to fit the tokenizer on, sentences to time, where they came from)."""
+    if DACON_CSV.is_file():
+        with DACON_CSV.open(encoding="utf-8", newline="") as stream:
+            rows = [row["문장"] for row in csv.DictReader(stream)]
+        random.Random(seed).shuffle(rows)
+        half = len(rows) // 2
+        return rows[:half], rows[half : half + count], f"{DACON_CSV.name} (held-out half)"
+    rows = [json.loads(line)["sentence"] for line in SAMPLE_SENTENCES.read_text(encoding="utf-8").splitlines()]
+    random.Random(seed).shuffle(rows)
+    return rows, (rows * (count // len(rows) + 1))[:count], f"{SAMPLE_SENTENCES.name} (repeated)"
+
+
+def build_model(folder: Path, fit_sentences: list[str], layers: int) -> Path:
+    tokenizer = train_wordpiece_tokenizer(fit_sentences, vocab_size=KO_SROBERTA_ENCODER["vocab_size"])
+    encoder = {**KO_SROBERTA_ENCODER, "num_hidden_layers": layers}
+    model = KoSentTypeForSequenceClassification(KoSentTypeConfig(encoder_config=encoder, backbone_name=None))
+    model.eval().save_pretrained(folder)
+    save_tokenizer_for_hub(tokenizer, folder, max_length=MAX_LENGTH)
+    return folder
+
+
+def child_env() -> dict[str, str]:
+    """Children inherit OMP_NUM_THREADS (set by --threads): predict and the server then use the same threads."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def offline_rate(model_dir: Path, input_file: Path, precision: str) -> float:
+    """sentences/s that kosenttype-predict reports for its own run (model loading excluded)."""
+    command = [sys.executable, "-m", "kosenttype.predict", "--model", str(model_dir), "--input", str(input_file)]
+    completed = subprocess.run(
+        [*command, "--output", os.devnull, "--output_format", "jsonl", "--precision", precision],
+        capture_output=True,
+        text=True,
+        timeout=PHASE_TIMEOUT_S + STARTUP_TIMEOUT_S,
+        env=child_env(),
+    )
+    match = re.search(r"\(([\d.]+) sentences/s\)", completed.stderr)
+    if completed.returncode != 0 or match is None:
+        raise SystemExit(f"kosenttype-predict failed: {completed.stderr[-2000:]}")
+    return float(match.group(1))
+
+
+class Server:
+    """kosenttype-serve on a free loopback port, ready when /health says 200; stopped with SIGTERM."""
+
+    def __init__(self, model_dir: Path, log: Path, *options: str) -> None:
+        self.log = log
+        with log.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "kosenttype.serve", "--model", str(model_dir), "--port", "0", *options],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=child_env(),
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        self.url = None
+        while time.monotonic() < deadline and self.process.poll() is None:
+            text = log.read_text(errors="replace")
+            if self.url is None and (match := re.search(r"listening on (http://\S+);", text)):
+                self.url = match.group(1)
+            if self.url is not None:
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit(f"kosenttype-serve did not become ready: {log.read_text(errors='replace')[-2000:]}")
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(120)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.log.read_text(errors="replace").strip().splitlines()[-1]
+
+
+async def closed_loop(url: str, sentences: list[str], concurrency: int, seconds: float) -> dict:
+    """`concurrency` clients, each sending its next sentence as soon as its previous answer arrives, until the
+    sentences run out or `seconds` have passed (requests already sent are then waited for, and counted)."""
+    pending = list(reversed(sentences))
+    latencies: list[float] = []
+    sent = failures = 0
+    started = time.perf_counter()
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal sent, failures
+        while pending and time.perf_counter() - started < seconds:
+            sentence = pending.pop()
+            sent += 1
+            request_started = time.perf_counter()
+            response = await client.post("/", json={"inputs": sentence})
+            if response.status_code == 200 and len(response.json()) == 1:
+                latencies.append(time.perf_counter() - request_started)
+            else:
+                failures += 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=PHASE_TIMEOUT_S, limits=limits) as client:
+        await asyncio.wait_for(asyncio.gather(*(client_loop(client) for _ in range(concurrency))), PHASE_TIMEOUT_S)
+    elapsed = time.perf_counter() - started
+    return {
+        "concurrency": concurrency,
+        "sent": sent,
+        "answered": len(latencies),
+        "failed": failures,
+        "rate": len(latencies) / elapsed,
+        "p50_ms": 1000 * float(np.percentile(latencies, 50)),
+        "p99_ms": 1000 * float(np.percentile(latencies, 99)),
+    }
+
+
+def warm_up(server: Server, sentences: list[str]) -> None:
+    """Unmeasured requests first: the first forward passes pay for kernel selection and allocation."""
+    asyncio.run(closed_loop(server.url, sentences[:32], 8, PHASE_SECONDS))
+
+
+def run_phase(server: Server, sentences: list[str], concurrency: int, seconds: float) -> dict:
+    before = httpx.get(f"{server.url}/metrics", timeout=10).text
+    result = asyncio.run(closed_loop(server.url, sentences, concurrency, seconds))
+    after = httpx.get(f"{server.url}/metrics", timeout=10).text
+
+    def number(text: str, name: str) -> float:
+        return float(re.search(rf"^{name} (\S+)$", text, re.MULTILINE).group(1))
+
+    calls = number(after, "kosenttype_batch_size_count") - number(before, "kosenttype_batch_size_count")
+    run = number(after, "kosenttype_batch_size_sum") - number(before, "kosenttype_batch_size_sum")
+    result["mean_batch"] = run / calls if calls else 0.0
+    return result
+
+
+def print_row(name: str, result: dict, baseline: float) -> None:
+    print(
+        f"| {name} | {result['concurrency']} | {result['rate']:.1f} | {result['rate'] / baseline:.0%} | "
+        f"{result['mean_batch']:.1f} | {result['p50_ms']:.0f} | {result['p99_ms']:.0f} | "
+        f"{result['sent']} / {result['answered']} |",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sentences", type=int, default=512, help="Sentences (= requests) per phase, at most.")
+    parser.add_argument("--precision", default="auto", help="For predict and the server alike (default: auto).")
+    parser.add_argument("--layers", type=int, default=12, help="Encoder layers (12 = the real backbone).")
+    parser.add_argument("--max_wait_ms", default="5", help="The batched server's --max_wait_ms.")
+    parser.add_argument("--phase_seconds", type=float, default=PHASE_SECONDS, help="Stop sending after this long.")
+    parser.add_argument("--repeats", type=int, default=2, help="Interleaved rounds; each variant keeps its best.")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="Math threads for predict and the server alike (OMP_NUM_THREADS); 1 is steadier on a busy machine.",
+    )
+    arguments = parser.parse_args(argv)
+    if arguments.threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(arguments.threads)
+    started = time.monotonic()
+    fit, sentences, source = load_sentences(arguments.sentences)
+    with tempfile.TemporaryDirectory(prefix="bench_serve_") as temporary:
+        folder = Path(temporary)
+        model_dir = build_model(folder / "model", fit, arguments.layers)
+        input_file = folder / "sentences.txt"
+        input_file.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+        threads = os.environ.get("OMP_NUM_THREADS", "default")
+        print(
+            f"model: RoBERTa {arguments.layers} layers, hidden 768, vocab 32000 (random weights); {len(sentences)} "
+            f"sentences from {source}; {os.cpu_count()} CPUs, threads {threads}; precision {arguments.precision}",
+            flush=True,
+        )
+        common = ("--precision", arguments.precision, "--max_queue", str(max(1024, len(sentences))))
+        servers = {
+            "batched": Server(model_dir, folder / "batched.log", *common, "--max_wait_ms", arguments.max_wait_ms),
+            "naive": Server(model_dir, folder / "naive.log", *common, "--max_batch_size", "1"),
+        }
+        try:
+            for server in servers.values():
+                warm_up(server, sentences)
+            sweep = [
+                run_phase(servers["batched"], sentences[: 32 * clients], clients, arguments.phase_seconds)
+                for clients in CONCURRENCY[:-1]
+            ]
+            rounds: dict[str, list] = {"offline": [], "batched": [], "naive": []}
+            for round_number in range(arguments.repeats):
+                rounds["offline"].append(offline_rate(model_dir, input_file, arguments.precision))
+                for name, server in servers.items():
+                    rounds[name].append(run_phase(server, sentences, CONCURRENCY[-1], arguments.phase_seconds))
+                print(
+                    f"round {round_number + 1}: offline {rounds['offline'][-1]:.1f}, batched "
+                    f"{rounds['batched'][-1]['rate']:.1f}, naive {rounds['naive'][-1]['rate']:.1f} sentences/s",
+                    flush=True,
+                )
+        finally:
+            for name, server in servers.items():
+                print(f"{name} server: {server.stop()}", flush=True)
+    offline = max(rounds["offline"])
+    batched, naive = (max(rounds[name], key=lambda result: result["rate"]) for name in ("batched", "naive"))
+    results = [*(("batched (default)", result) for result in sweep), ("batched (default)", batched)]
+    results.append(("batching off (--max_batch_size 1)", naive))
+    print(f"\noffline kosenttype-predict: {offline:.1f} sentences/s (best of {arguments.repeats})\n")
+    print("| server | clients | sentences/s | × offline predict | sentences per forward | p50 ms | p99 ms |", end="")
+    print(" sent / answered |\n|---|---|---|---|---|---|---|---|")
+    for name, result in results:
+        print_row(name, result, offline)
+    every_answered = all(result["sent"] == result["answered"] for _, result in results) and all(
+        result["sent"] == result["answered"] for name in ("batched", "naive") for result in rounds[name]
+    )
+    print(
+        f"\nbatched server at 64 clients: {batched['rate'] / offline:.0%} of offline predict (target >= 80%), "
+        f"{batched['rate'] / naive['rate']:.1f}x the server without batching; every request sent was answered: "
+        f"{every_answered}; {time.monotonic() - started:.0f} s in all"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
