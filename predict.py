@@ -32,14 +32,25 @@ from kosenttype.engine import (
     load_classifier,
 )
 from kosenttype.errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, run_command
-from kosenttype.readers import DEFAULT_MAX_LINE_BYTES, INPUT_FORMATS, infer_input_format, open_input, read_records
+from kosenttype.input_files import FILE_FORMATS, file_format, read_parquet_records
+from kosenttype.readers import DEFAULT_MAX_LINE_BYTES, open_input, read_records
 from kosenttype.records import Prediction
 from kosenttype.writers import OUTPUT_FORMATS, infer_output_format, make_writer, open_output
 
 PROGRAM = "kosenttype-predict"
 
 
-AT_LEAST_ONE = ("batch_size", "max_length", "max_line_bytes", "top_k", "chunk_size", "threads")
+AT_LEAST_ONE = (
+    "batch_size",
+    "max_length",
+    "max_line_bytes",
+    "top_k",
+    "chunk_size",
+    "threads",
+    "num_workers",
+    "threads_per_worker",
+)
+ENGINES = ("local", "ray")
 
 
 def check_numbers(args: argparse.Namespace) -> argparse.Namespace:
@@ -57,13 +68,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--model", required=True, help="A saved classifier folder or a Hub model id.")
-    add("--input", required=True, help="The input file, or - for standard input.")
-    add("--output", default="-", help="The output file, or - for standard output (default).")
-    add("--format", choices=sorted(set(INPUT_FORMATS.values())), help="Input format (default: from the extension).")
-    add("--output_format", choices=OUTPUT_FORMATS, help="Output format (default: csv for .csv, else JSON Lines).")
+    add(
+        "--input",
+        required=True,
+        help="The input file, or - for standard input. With --engine ray also a folder, a glob or an s3:// / gs:// "
+        "path or folder.",
+    )
+    add(
+        "--output",
+        default="-",
+        help="The output file, or - for standard output (default). With --engine ray, a folder (ending with /) "
+        "gets one shard per block of input records.",
+    )
+    add("--format", choices=FILE_FORMATS, help="Input format (default: from the extension).")
+    add(
+        "--output_format",
+        choices=(*OUTPUT_FORMATS, "parquet"),
+        help="Output format (default: csv for .csv, else JSON Lines; shards: from the folder's name, else parquet).",
+    )
     add("--text_column", help="The field/column holding the sentence (default: sentence, text or 문장).")
     add("--id_column", default="id", help="The field/column whose value becomes the record id.")
     add("--backend", choices=BACKENDS, default="torch", help="torch (default) or onnxruntime (needs onnx/ files).")
+    add("--engine", choices=ENGINES, default="local", help="local (default), or ray: many workers or machines.")
+    add("--ray_address", help="--engine ray: auto, HOST:PORT or ray://HOST:PORT (default: a local Ray instance).")
+    add("--num_workers", type=int, help="--engine ray: model workers (default: one per threads_per_worker CPUs).")
+    add("--threads_per_worker", type=int, help="--engine ray: CPU threads of each worker (default: 1).")
     add("--batch_size", type=int, default=DEFAULT_BATCH_SIZE, help="Sentences per forward pass, at most.")
     add(
         "--max_batch_tokens",
@@ -161,7 +190,13 @@ def quiet_progress_bars() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    input_format = infer_input_format(args.input, args.format)
+    if args.engine == "ray":
+        from kosenttype.ray_engine import run_ray_prediction  # the optional ray extra, imported only when asked for
+
+        return run_ray_prediction(args)
+    if args.output_format == "parquet":
+        raise KoSentTypeError("--output_format parquet writes shards: use --engine ray with an output folder")
+    input_format = file_format(args.input, args.format)
     output_format = infer_output_format(args.output, args.output_format)
     if args.output != "-":
         check_writable_file(Path(args.output), "--output")
@@ -182,13 +217,17 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         summary = RunSummary()
-        records = read_records(
-            source,
-            input_format,
-            name=args.input,
-            text_column=args.text_column,
-            id_column=args.id_column,
-            max_line_bytes=args.max_line_bytes,
+        records = (
+            read_parquet_records(source, name=args.input, text_column=args.text_column, id_column=args.id_column)
+            if input_format == "parquet"
+            else read_records(
+                source,
+                input_format,
+                name=args.input,
+                text_column=args.text_column,
+                id_column=args.id_column,
+                max_line_bytes=args.max_line_bytes,
+            )
         )
         with open_output(args.output) as destination, progress_bar() as progress:
             settings = EngineSettings(
