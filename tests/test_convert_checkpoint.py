@@ -34,6 +34,7 @@ from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
 from kosenttype import SENTENCE_TYPES, convert_checkpoint
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+from kosenttype.run_side_files import labels_from, normalize_metrics
 from kosenttype.scratch_models import tiny_encoder_config
 
 MAX_LENGTH = 256
@@ -624,14 +625,12 @@ def test_failed_verification_leaves_nothing(tmp_path, run_a, capsys, monkeypatch
     ],
 )
 def test_label_mapping_formats(mapping):
-    assert convert_checkpoint.labels_from(mapping, "labels.json") == ["a", "b"]
+    assert labels_from(mapping, "labels.json") == ["a", "b"]
 
 
 def test_metrics_from_a_classification_report():
     report = {name: value for name, value in BEST_METRICS["report"].items()}
-    metrics = convert_checkpoint.normalize_metrics(
-        {"val_report": None, "classification_report": report}, list(SENTENCE_TYPES)
-    )
+    metrics = normalize_metrics({"val_report": None, "classification_report": report}, list(SENTENCE_TYPES))
     assert metrics["accuracy"] == 0.827
     assert metrics["macro_f1"] == 0.8153
     assert metrics["weighted_f1"] == 0.8283
@@ -797,3 +796,59 @@ def test_signal_mid_conversion_leaves_nothing_behind(tmp_path, run_a, signum, ex
         assert (out / "keep.txt").read_text(encoding="utf-8") == "previous model"
     else:
         assert list(tmp_path.iterdir()) == []
+
+
+# --- --onnx (issue 11) --------------------------------------------------------------------------------------------
+
+
+def softmax(logits) -> np.ndarray:
+    exponentials = np.exp(np.asarray(logits) - np.max(logits, axis=-1, keepdims=True))
+    return exponentials / exponentials.sum(axis=-1, keepdims=True)
+
+
+def test_onnx_conversion_adds_files_the_card_lists_and_onnxruntime_runs(tmp_path, run_a, capsys):
+    """The ONNX files join the verified folder before the card is written; `kosenttype-predict --backend
+    onnxruntime` on it gives the training module's own probabilities."""
+    from kosenttype import predict
+
+    out = tmp_path / "out"
+    code, report, err = convert("--checkpoint", run_a["run"] / "best.pt", "--output-dir", out, "--onnx", capsys=capsys)
+    assert code == 0, err
+    assert sorted(path.name for path in (out / "onnx").iterdir()) == ["model.onnx", "model_quantized.onnx"]
+    assert "verified model.onnx" in report and "quantized model_quantized.onnx" in report
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "onnx/model.onnx" in card and "onnx/model_quantized.onnx" in card
+
+    sentences = [sentence for sentence in TEST_SENTENCES if sentence]
+    (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    arguments = ["--model", out, "--input", tmp_path / "in.txt", "--output", tmp_path / "out.jsonl", "--top_k", "4"]
+    arguments += ["--backend", "onnxruntime", "--precision", "fp32", "--max_length", MAX_LENGTH]
+    assert predict.main([str(argument) for argument in arguments]) == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    expected = softmax([row for row, sentence in zip(run_a["expected"], TEST_SENTENCES, strict=True) if sentence])
+    assert len(records) == len(sentences)
+    for record, probabilities in zip(records, expected, strict=True):
+        scores = {entry["label"]: entry["score"] for entry in record["top_k"]}
+        np.testing.assert_allclose([scores[label] for label in SENTENCE_TYPES], probabilities, atol=1e-4, rtol=0)
+
+
+def test_sigterm_during_the_onnx_export_leaves_nothing(tmp_path, run_a):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "kosenttype.convert_checkpoint", "--checkpoint", str(run_a["run"] / "best.pt")]
+    child = subprocess.Popen(
+        [*command, "--output-dir", str(out), "--onnx"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=tmp_path,
+    )
+    try:
+        wait_for(lambda: any(tmp_path.glob(f".{out.name}.*/onnx")) or child.poll() is not None)
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert child.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1].startswith("kosenttype-convert: interrupted by SIGTERM")
+    assert list(tmp_path.iterdir()) == []
