@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, Protocol
 
@@ -86,6 +86,7 @@ class Classifier:
     pad_token_id: int
     name: str = ""
     multi_label: bool = False
+    _tokenizers: dict[int | None, Tokenizer] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def labels(self) -> list[str]:
@@ -114,8 +115,26 @@ class Classifier:
 
     def token_ids(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         """Token ids of each text, special tokens included, truncated at `max_length`; no padding."""
-        self.tokenizer.enable_truncation(max_length)
-        return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
+        return [encoding.ids for encoding in self._tokenizer_truncating_at(max_length).encode_batch(list(texts))]
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens each text has before any truncation (special tokens included)."""
+        return [len(encoding.ids) for encoding in self._tokenizer_truncating_at(None).encode_batch(list(texts))]
+
+    def _tokenizer_truncating_at(self, max_length: int | None) -> Tokenizer:
+        """A private copy of the tokenizer per truncation length (None: none). `enable_truncation` changes a
+        tokenizer in place, so one shared by threads (the server's) or by runs with other lengths would race;
+        encoding itself is safe to share."""
+        tokenizer = self._tokenizers.get(max_length)
+        if tokenizer is None:
+            tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
+            tokenizer.no_padding()
+            if max_length is None:
+                tokenizer.no_truncation()
+            else:
+                tokenizer.enable_truncation(max_length)
+            self._tokenizers[max_length] = tokenizer
+        return tokenizer
 
     def logits(self, texts: Sequence[str], settings: EngineSettings = EngineSettings()) -> dict[str, np.ndarray]:
         """Raw logits of every head for `texts`, in input order, run in length-sorted token-budgeted batches."""

@@ -181,12 +181,9 @@ def set_threads(threads: int | None, backend: str) -> None:
 
 
 def quiet_progress_bars() -> None:
-    """No "Loading weights" or download bars in logs and pipes: huggingface_hub's switch, which transformers reads
-    when it is imported (later, by the torch backend)."""
+    """No download bars in logs and pipes (huggingface_hub's switch; the torch backend quiets its loading bar)."""
     if not sys.stderr.isatty():
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        if "transformers" in sys.modules:  # imported already (a Python caller): its switch was read
-            sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def run(args: argparse.Namespace) -> int:

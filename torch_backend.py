@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from tokenizers import Tokenizer
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -161,6 +163,8 @@ def _load_pretrained(
     location: str, precision: str, revision: str | None, trust_remote_code: bool
 ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     options = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if not sys.stderr.isatty():  # no "Loading weights" bars in logs and pipes; commands keep stderr to their lines
+        transformers.utils.logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **options)
         # Loaded straight in the target dtype: a bf16 model then never holds an fp32 copy of its weights.
