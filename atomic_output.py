@@ -14,7 +14,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from .errors import KoSentTypeError
+from .errors import KoSentTypeError, signals_deferred
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -104,9 +104,10 @@ def staged_folder(target: Path, *, replace: bool) -> Iterator[Path]:
     """A hidden folder beside `target` to fill; renamed onto `target` when the block succeeds, removed otherwise.
 
     `replace=False` refuses an existing non-empty `target` up front. With `replace=True` the old folder is moved
-    aside and deleted only after the new one is in place, so no moment exists without one of them.
+    aside and deleted only after the new one is in place, so no moment exists without one of them. A `target`
+    that is a link to a folder is written through: the folder it points to is the one replaced.
     """
-    target = Path(target)
+    target = Path(target).resolve() if Path(target).is_symlink() else Path(target)
     if target.exists() and not target.is_dir():
         raise KoSentTypeError(f"{target} exists and is not a folder")
     if target.is_dir() and any(target.iterdir()) and not replace:
@@ -127,10 +128,11 @@ def _swap_into_place(staging: Path, target: Path) -> None:
         os.replace(staging, target)
         return
     previous = target.with_name(f".{target.name}.{os.getpid()}.old")
-    os.replace(target, previous)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        os.replace(previous, target)
-        raise
-    shutil.rmtree(previous, ignore_errors=True)
+    with signals_deferred():  # the swap and the old folder's removal finish, whatever arrives meanwhile
+        os.replace(target, previous)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            os.replace(previous, target)
+            raise
+        shutil.rmtree(previous, ignore_errors=True)

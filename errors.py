@@ -55,6 +55,19 @@ def signals_as_exceptions(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIG
             signal.signal(signum, handler)
 
 
+@contextmanager
+def signals_deferred(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """Hold these signals back for the block (cleanup that must finish), and let them arrive right after it."""
+    if sys.platform == "win32":
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _in_main_thread() -> bool:
     import threading
 
