@@ -1,9 +1,6 @@
-"""The architecture a checkpoint was trained with, as a `KoSentTypeConfig`: the encoder's real configuration where
-one can be had (`--backbone` or the backbone the run names), else what the tensor shapes show; the head's pooling
-and dropout and the training length from the run's settings.
-
-    architecture = resolve_architecture(backbone, layout.encoder, settings)   # .encoder_config, .origin
-    config = build_config(architecture, labels, settings)
+"""The `KoSentTypeConfig` a checkpoint was trained with: the encoder's real configuration where one can be had
+(`--backbone`, or the backbone the run names), else what the tensor shapes show; pooling, dropout and the training
+length from the run's settings.
 """
 
 from __future__ import annotations
@@ -88,12 +85,8 @@ def _infer_architecture(
     if hidden % heads:
         raise KoSentTypeError(f"hidden size {hidden} is not a multiple of 64: pass --backbone to name the encoder")
     defaults = KO_SROBERTA_ENCODER if model_type == "roberta" else {"layer_norm_eps": 1e-12, "pad_token_id": 0}
-    assumed = {
-        "num_attention_heads": heads,
-        "hidden_act": "gelu",
-        "layer_norm_eps": defaults["layer_norm_eps"],
-        "pad_token_id": defaults["pad_token_id"],
-    }
+    assumed = {"num_attention_heads": heads, "hidden_act": "gelu"}
+    assumed.update((key, defaults[key]) for key in ("layer_norm_eps", "pad_token_id"))
     config = AutoConfig.for_model(model_type, **shapes, **assumed)
     origin = (
         f"inferred from tensor shapes because {failure}: {model_type} ({type_reason}), "

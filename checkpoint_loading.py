@@ -1,10 +1,5 @@
-"""Reading a training script's `torch.save` file without running its code, and finding the weights inside it.
-
-    checkpoint = read_checkpoint(Path("RUN/best.pt"), trust=False)   # .state_dict, .location, .extras
-
-Only tensors and the plain data training scripts keep beside them are unpickled (`weights_only=True` with an
-allow-list); anything else is refused by name, zip and legacy (pre-1.6) format alike, never retried unsafely. The
-file is memory-mapped, so the weights are read, not copied.
+"""Reading a training script's `torch.save` file without running its code, and finding the weights inside it: only
+tensors and plain data are unpickled (anything else is refused by name, never retried unsafely), memory-mapped.
 """
 
 from __future__ import annotations
@@ -68,14 +63,9 @@ def safe_checkpoint_globals() -> list[Any]:
     dtype_classes = [type(numpy.dtype(code)) for code in "?bBhHiIlLqQefdgFD"] + [type(numpy.dtype("U1"))]
     paths = [pathlib.PosixPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
     plain = [argparse.Namespace, datetime.datetime, datetime.date, datetime.timedelta, numpy.dtype, numpy.ndarray]
-    renamed = [
-        (function, f"numpy.{core}.multiarray.{function.__name__}")
-        for function in (multiarray.scalar, multiarray._reconstruct)
-        for core in ("core", "_core")
-        if f"numpy.{core}.multiarray" != function.__module__
-    ]
-    renamed += [(path, f"pathlib.{path.__name__}") for path in paths if path.__module__ != "pathlib"]
-    return plain + dtype_classes + [multiarray.scalar, multiarray._reconstruct] + paths + renamed
+    functions = [multiarray.scalar, multiarray._reconstruct]
+    renamed = [(f, f"numpy.{core}.multiarray.{f.__name__}") for f in functions for core in ("core", "_core")]
+    return plain + dtype_classes + paths + renamed + [(path, f"pathlib.{path.__name__}") for path in paths]
 
 
 def load_checkpoint_object(path: Path, trust: bool) -> Any:

@@ -19,9 +19,8 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from transformers import HfArgumentParser, PreTrainedTokenizerBase
+from transformers import HfArgumentParser
 
-from kosenttype import KoSentTypeForSequenceClassification
 from kosenttype.atomic_output import refuse_input_as_output, staged_folder
 from kosenttype.checkpoint_architecture import build_config, named_backbone, resolve_architecture, usable_max_length
 from kosenttype.checkpoint_loading import read_checkpoint
@@ -31,11 +30,10 @@ from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 from kosenttype.model_card import write_model_card
 from kosenttype.run_side_files import (
     DEFAULT_SIDE_FILES,
-    RunFiles,
     RunSettings,
-    SideFiles,
     load_tokenizer,
     normalize_metrics,
+    read_side_files,
     resolve_labels,
     resolve_run_files,
     training_procedure_from,
@@ -58,52 +56,38 @@ class ConversionArguments:
     tokenizer: str | None = option("Tokenizer folder; RUN/tokenizer when not given.", None)
     label_mapping: str | None = option("Label mapping JSON; RUN/label_mapping.json when not given.", None)
     metrics: str | None = option("Metrics JSON for the model card; RUN/best_metrics.json when not given.", None)
-    export_config: str | None = option(
-        "Backbone, max length, pooling, hyper-parameters; RUN/hf_export_config.json when not given.", None
-    )
-    backbone: str | None = option(
-        "Hub id or folder whose configuration (not weights) defines the encoder's architecture "
-        "(a kosenttype model folder lends its encoder's).",
-        None,
-    )
+    export_config: str | None = option("Backbone, max length, pooling; RUN/hf_export_config.json if not given.", None)
+    backbone: str | None = option("Hub id or folder whose config defines the encoder (a kosenttype model's too).", None)
     onnx: bool = option("Also write onnx/model.onnx, checked against torch, for onnxruntime (kosenttype[onnx]).", False)
-    onnx_quantize: Literal["none", "int8"] = option(
-        "With --onnx: also write onnx/model_quantized.onnx (int8, dynamic, per-channel), or not.", "int8"
-    )
+    onnx_quantize: Literal["none", "int8"] = option("With --onnx: int8 also writes onnx/model_quantized.onnx.", "int8")
     push_to_hub: str | None = option("Publish OUT to this Hub repository (created if needed).", None, metavar="REPO_ID")
     private: bool = option("Create the Hub repository as private.", False)
     commit_message: str = option(
         "Commit message of the upload.", "Upload KoSentType classifier converted from a training checkpoint"
     )
     overwrite: bool = option("Replace an existing OUT (only once all else worked).", False)
-    trust_checkpoint: bool = option(
-        "Unpickle arbitrary objects from the checkpoint: only for files you trust, as it runs code.", False
-    )
+    trust_checkpoint: bool = option("Unpickle any object in the checkpoint (runs its code): trusted files only.", False)
     license: str = option("License in the model card's metadata.", "apache-2.0")
     verbose: bool = option("List every tensor's source and target key.", False)
 
 
-@dataclass
-class Conversion:
-    """The converted model in memory, with everything the output folder will hold beside its weights."""
+def convert(args: ConversionArguments) -> Path:
+    """The whole conversion: OUT appears complete and verified, or (on any error or signal) not at all. Every input
+    is read and checked, and the model built in memory, before anything is written."""
+    files = resolve_run_files(args.checkpoint, {name: getattr(args, name, None) for name in DEFAULT_SIDE_FILES})
+    output_dir = Path(args.output_dir)
+    refuse_input_as_output(output_dir, files.inputs(), "--output-dir")
+    if (output_dir.exists() or output_dir.is_symlink()) and not args.overwrite:
+        raise KoSentTypeError(f"{output_dir}: already exists (pass --overwrite to replace it)")
+    add_onnx = onnx_step(args)
+    side = read_side_files(files)
 
-    model: KoSentTypeForSequenceClassification
-    tokenizer: PreTrainedTokenizerBase
-    labels: list[str]
-    max_length: int
-    metrics: dict
-    training_procedure: dict
-
-
-def build_conversion(files: RunFiles, args: ConversionArguments) -> Conversion:
-    """Read and check every input and build the model in memory; nothing is written yet."""
-    side = SideFiles.read(files)
     checkpoint = read_checkpoint(files.checkpoint, args.trust_checkpoint)
     also_held = ", ".join(map(str, checkpoint.extras)) or "nothing else"
     report(f"checkpoint: {files.checkpoint}, weights under {checkpoint.location}; also held: {also_held}")
     check_tensors_are_sound(checkpoint.state_dict, files.checkpoint)
     layout = find_source_layout(checkpoint.state_dict, files.checkpoint)
-    labels, label_origin = resolve_labels(files, side.label_mapping, checkpoint.extras, layout.num_labels)
+    labels, label_origin = resolve_labels(files, side["label_mapping"], checkpoint.extras, layout.num_labels)
     report(f"labels: {', '.join(f'{i} {label}' for i, label in enumerate(labels))} (from {label_origin})")
 
     settings = RunSettings.collect(files, side, checkpoint.extras.get("args"))
@@ -114,38 +98,25 @@ def build_conversion(files: RunFiles, args: ConversionArguments) -> Conversion:
     max_length = usable_max_length(config.encoder_config, settings)
     tokenizer, tokenizer_source = load_tokenizer(files, backbone)
     check_tokenizer_fits(len(tokenizer), layout.vocabulary_rows, tokenizer_source)
-
     model, mapping = build_model(config, layout)
     for line in mapping.summary(args.verbose):
         report(line)
-    return Conversion(
-        model=model,
-        tokenizer=tokenizer,
-        labels=labels,
-        max_length=max_length,
-        metrics=normalize_metrics(side.metrics, labels),
-        training_procedure={**training_procedure_from(side.export_config), "max_length": max_length},
-    )
 
-
-def fill_model_folder(
-    folder: Path, conversion: Conversion, args: ConversionArguments, add_onnx: Callable[[Path], Any] | None
-) -> None:
-    """Write everything OUT will hold into `folder` (the staging folder), proving it loads in a fresh process and
-    (with --onnx) that its ONNX graph computes what torch does. The card comes last, so it lists the ONNX files."""
-    conversion.model.save_pretrained(folder)
-    save_tokenizer_for_hub(conversion.tokenizer, folder, max_length=conversion.max_length)
-    difference = verify_saved_folder(
-        folder, conversion.model, conversion.tokenizer, conversion.max_length, conversion.labels
-    )
-    report(
-        f"verified: max abs logit difference {difference:.3g} over {len(VERIFICATION_SENTENCES)} sentences "
-        "(fresh process, AutoModelForSequenceClassification + AutoTokenizer, trust_remote_code=True)"
-    )
-    if add_onnx is not None:
-        add_onnx(folder)
-    card = {"license": args.license, "repo_id": args.push_to_hub}
-    write_model_card(folder, conversion.model.config, conversion.metrics, conversion.training_procedure, **card)
+    with staged_folder(output_dir, replace=args.overwrite) as staging:
+        model.save_pretrained(staging)
+        save_tokenizer_for_hub(tokenizer, staging, max_length=max_length)
+        difference = verify_saved_folder(staging, model, tokenizer, max_length, labels)
+        report(
+            f"verified: max abs logit difference {difference:.3g} over {len(VERIFICATION_SENTENCES)} sentences "
+            "(fresh process, AutoModelForSequenceClassification + AutoTokenizer, trust_remote_code=True)"
+        )
+        if add_onnx is not None:  # before the card, which lists the ONNX files
+            add_onnx(staging)
+        training_procedure = {**training_procedure_from(side["export_config"]), "max_length": max_length}
+        metrics = normalize_metrics(side["metrics"], labels)
+        write_model_card(staging, config, metrics, training_procedure, license=args.license, repo_id=args.push_to_hub)
+    report(f"wrote {output_dir}: {', '.join(sorted(p.name for p in output_dir.iterdir()))}")
+    return output_dir
 
 
 def onnx_step(args: ConversionArguments) -> Callable[[Path], Any] | None:
@@ -159,21 +130,6 @@ def onnx_step(args: ConversionArguments) -> Callable[[Path], Any] | None:
         missing = f"--onnx needs the onnx extra ({error.name} is missing): pip install 'kosenttype[onnx]'"
         raise KoSentTypeError(missing) from None
     return lambda folder: export_onnx(folder, folder / ONNX_FOLDER, quantize=args.onnx_quantize, report=report)
-
-
-def convert(args: ConversionArguments) -> Path:
-    """The whole conversion: OUT appears complete and verified, or (on any error or signal) not at all."""
-    files = resolve_run_files(args.checkpoint, {name: getattr(args, name, None) for name in DEFAULT_SIDE_FILES})
-    output_dir = Path(args.output_dir)
-    refuse_input_as_output(output_dir, files.inputs(), "--output-dir")
-    if (output_dir.exists() or output_dir.is_symlink()) and not args.overwrite:
-        raise KoSentTypeError(f"{output_dir}: already exists (pass --overwrite to replace it)")
-    add_onnx = onnx_step(args)
-    conversion = build_conversion(files, args)
-    with staged_folder(output_dir, replace=args.overwrite) as staging:
-        fill_model_folder(staging, conversion, args, add_onnx)
-    report(f"wrote {output_dir}: {', '.join(sorted(p.name for p in output_dir.iterdir()))}")
-    return output_dir
 
 
 def push_folder(folder: Path, args: ConversionArguments) -> str:

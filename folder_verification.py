@@ -1,8 +1,5 @@
-"""Proof that a saved model folder predicts what the model in memory predicts, the way users will load it: a fresh
-Python process, `AutoTokenizer` + `AutoModelForSequenceClassification` with `trust_remote_code=True`, batched
-with padding, against the in-memory model run one sentence at a time.
-
-    difference = verify_saved_folder(folder, model, tokenizer, max_length, labels)   # KoSentTypeError if not
+"""Proof that a saved model folder predicts what the model in memory predicts, loaded as users will: in a fresh
+process, through `AutoTokenizer` + `AutoModelForSequenceClassification` with `trust_remote_code=True`.
 """
 
 from __future__ import annotations
@@ -48,17 +45,12 @@ print(json.dumps({"logits": logits.tolist(), "model_class": f"{type(model).__mod
 
 
 def verify_saved_folder(
-    folder: Path,
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    max_length: int,
-    labels: list[str],
-    sentences: list[str] = VERIFICATION_SENTENCES,
+    folder: Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, max_length: int, labels: list[str]
 ) -> float:
-    """The largest logit difference between `folder` reloaded in a fresh process and `model`; more than
-    MAX_ABS_LOGIT_DIFF, other labels, or a folder that does not load is a KoSentTypeError."""
-    expected = reference_logits(model, tokenizer, max_length, sentences)
-    reloaded = reload_in_fresh_process(folder, sentences)
+    """The largest logit difference on VERIFICATION_SENTENCES between `folder` reloaded in a fresh process and
+    `model`; more than MAX_ABS_LOGIT_DIFF, other labels, or a folder that does not load is a KoSentTypeError."""
+    expected = reference_logits(model, tokenizer, max_length, VERIFICATION_SENTENCES)
+    reloaded = reload_in_fresh_process(folder, VERIFICATION_SENTENCES)
     if reloaded["id2label"] != {str(index): label for index, label in enumerate(labels)}:
         raise KoSentTypeError(f"verification failed: reloaded labels {reloaded['id2label']} differ from {labels}")
     difference = (torch.tensor(reloaded["logits"]) - expected.float()).abs().max().item()

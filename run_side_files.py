@@ -1,11 +1,5 @@
-"""What a training run left beside its checkpoint: the tokenizer, the label mapping, the metrics and the settings.
-
-    files = resolve_run_files("RUN/best.pt", {"tokenizer": None, ...})   # RUN/tokenizer etc. when present
-    side = SideFiles.read(files)
-
-Training scripts write these in many shapes (label2id/id2label or flat dicts or lists; flat scores, prefixed
-scores or sklearn's classification_report; settings under many key names); this module reads them all, says where
-each value came from, and refuses sources that contradict each other.
+"""What a training run left beside its checkpoint (tokenizer, label mapping, metrics, settings), read from the many
+shapes training scripts write them in, each value with where it came from; contradicting sources are refused.
 """
 
 from __future__ import annotations
@@ -15,7 +9,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,18 +69,9 @@ def read_json(path: Path | None) -> Any:
         raise KoSentTypeError(f"{path}: not readable JSON ({one_line(error)})") from None
 
 
-@dataclass
-class SideFiles:
-    """The JSON side files as read (None where absent)."""
-
-    label_mapping: Any
-    metrics: Any
-    export_config: Any
-    load_spec: Any
-
-    @classmethod
-    def read(cls, files: RunFiles) -> SideFiles:
-        return cls(**{field.name: read_json(getattr(files, field.name)) for field in fields(cls)})
+def read_side_files(files: RunFiles) -> dict[str, Any]:
+    """The JSON side files by name, as read (None where absent)."""
+    return {name: read_json(getattr(files, name)) for name in DEFAULT_SIDE_FILES if name != "tokenizer"}
 
 
 @dataclass
@@ -96,11 +81,11 @@ class RunSettings:
     sources: list[tuple[str, Mapping]]
 
     @classmethod
-    def collect(cls, files: RunFiles, side: SideFiles, checkpoint_args: Any) -> RunSettings:
+    def collect(cls, files: RunFiles, side: dict[str, Any], checkpoint_args: Any) -> RunSettings:
         """hf_export_config.json, then load_spec.json, then the checkpoint's own `args` (a dict or a Namespace)."""
         candidates = [
-            (str(files.export_config), side.export_config),
-            (str(files.load_spec), side.load_spec),
+            (str(files.export_config), side["export_config"]),
+            (str(files.load_spec), side["load_spec"]),
             (f"{files.checkpoint} ['args']", getattr(checkpoint_args, "__dict__", checkpoint_args)),
         ]
         return cls([(source, values) for source, values in candidates if isinstance(values, Mapping)])
@@ -126,10 +111,6 @@ def load_tokenizer(files: RunFiles, backbone: str | None) -> tuple[PreTrainedTok
     except Exception as error:
         hint = "" if files.tokenizer is not None else " (pass --tokenizer DIR)"
         raise KoSentTypeError(f"{source}: tokenizer could not be loaded{hint}: {one_line(error, 200)}") from None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Labels
 
 
 def labels_from(value: Any, source: str) -> list[str] | None:
@@ -184,10 +165,6 @@ def resolve_labels(
             f"{origin or 'the default'} has {len(labels)} labels {labels}, but the checkpoint's head has {num_outputs}"
         )
     return labels, origin or "the seed's fixed order: no label mapping found"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Metrics and training procedure, for the model card
 
 
 def normalize_metrics(raw: Any, labels: list[str]) -> dict:

@@ -1,8 +1,5 @@
-"""A checkpoint's tensors onto `KoSentTypeForSequenceClassification`: the encoder and the head found by structure
-(whatever the training module called them), every tensor accounted for, assigned without copying.
-
-    layout = find_source_layout(state_dict, path)          # encoder under its prefix, the one linear head
-    model, mapping = build_model(config, layout)           # mapping.summary() says what went where
+"""A checkpoint's tensors onto `KoSentTypeForSequenceClassification`: the encoder and the head found by structure,
+whatever the training module called them, every tensor accounted for, assigned without copying.
 """
 
 from __future__ import annotations
@@ -123,20 +120,18 @@ def describe_tensors(tensors: Mapping[str, torch.Tensor], limit: int = 12) -> st
 def build_model(
     config: KoSentTypeConfig, layout: SourceLayout
 ) -> tuple[KoSentTypeForSequenceClassification, MappedWeights]:
-    """The classifier holding the checkpoint's tensors, in eval mode, and how they were mapped."""
-    model = empty_model(config)
-    weights = map_weights(layout, model)
-    weights.casts = load_weights(model, weights)
-    return model.eval(), weights
-
-
-def empty_model(config: KoSentTypeConfig) -> KoSentTypeForSequenceClassification:
-    """The target model with parameters on the meta device (no memory, no random init) and real buffers, so the
-    checkpoint's memory-mapped tensors can be assigned in place instead of copied."""
+    """The classifier holding the checkpoint's tensors, in eval mode, and how they were mapped. Its parameters start
+    on the meta device (no memory, no random init) so the memory-mapped tensors are assigned in place, not copied;
+    float types other than float32 are cast, so that transformers 4.57 and 5.x load the folder alike."""
     from accelerate import init_empty_weights
 
     with init_empty_weights(include_buffers=False):
-        return KoSentTypeForSequenceClassification(config)
+        model = KoSentTypeForSequenceClassification(config)
+    weights = map_weights(layout, model)
+    state_dict = weights.state_dict
+    weights.casts = sorted({str(t.dtype) for t in state_dict.values() if t.is_floating_point()} - {"torch.float32"})
+    model.load_state_dict({k: t.float() if t.is_floating_point() else t for k, t in state_dict.items()}, assign=True)
+    return model.eval(), weights
 
 
 def map_weights(layout: SourceLayout, model: torch.nn.Module) -> MappedWeights:
@@ -175,14 +170,3 @@ def _check_complete(mapped: dict, target: dict, unexpected: dict) -> None:
         problems.append(f"shape mismatch: {', '.join(mismatched[:12])}")
     if problems:
         raise KoSentTypeError("the checkpoint does not fit the architecture; " + "; ".join(problems))
-
-
-def load_weights(model: torch.nn.Module, weights: MappedWeights) -> list[str]:
-    """Assign the tensors (no copy for float32); other float types become float32 so 4.57 and 5.x load alike.
-    Returns the dtypes that were cast."""
-    casts = sorted(
-        {str(t.dtype) for t in weights.state_dict.values() if t.is_floating_point() and t.dtype != torch.float32}
-    )
-    state_dict = {key: t.float() if t.is_floating_point() else t for key, t in weights.state_dict.items()}
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    return casts
