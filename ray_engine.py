@@ -264,6 +264,7 @@ class JobCounts:
 
     classified: int = 0
     failures: Counter[str] = field(default_factory=Counter)
+    first_result_at: float | None = None  # time.perf_counter() when the driver got its first block, if it did
 
     def add(self, prediction: Prediction) -> None:
         if prediction.error is None:
@@ -380,6 +381,7 @@ def write_in_order(
     last_key = (-1, 0)
     writer = make_writer(output_format, stream, with_top_k, with_attributes)
     for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+        counts.first_result_at = counts.first_result_at or time.perf_counter()
         for key, prediction in block_predictions(block):
             if key <= last_key:
                 raise KoSentTypeError(
@@ -721,13 +723,17 @@ class RayJob:
         return sink.counts
 
 
-def summary_line(counts: JobCounts, seconds: float, workers: Workers, destination: str) -> str:
+def summary_line(counts: JobCounts, started: float, workers: Workers, destination: str) -> str:
+    """The run's report; with a single output also when the first records came back, the job's fixed cost
+    (starting Ray and the workers, loading the model) plus one block's work."""
+    seconds = time.perf_counter() - started
     failed = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.failures.items()))
     failed_part = f", {sum(counts.failures.values())} failed ({failed})" if counts.failures else ""
     rate = counts.classified / seconds if seconds > 0 else 0.0
+    first = f"; first result after {counts.first_result_at - started:.1f} s" if counts.first_result_at else ""
     return (
         f"{PROGRAM}: {counts.total} records: {counts.classified} classified{failed_part} in {seconds:.1f} s "
-        f"({rate:.1f} sentences/s) on Ray, {workers.describe()} -> {destination}"
+        f"({rate:.1f} sentences/s{first}) on Ray, {workers.describe()} -> {destination}"
     )
 
 
@@ -751,5 +757,5 @@ def run_ray_prediction(args: Any) -> int:
         )
         counts = job.run(workers, own_machine, stream)
     destination = "standard output" if job.output == "-" else job.output
-    print(summary_line(counts, time.perf_counter() - started, workers, destination), file=sys.stderr)
+    print(summary_line(counts, started, workers, destination), file=sys.stderr)
     return EXIT_SOME_FAILED if counts.failures else EXIT_OK
