@@ -852,3 +852,12 @@ def test_sigterm_during_the_onnx_export_leaves_nothing(tmp_path, run_a):
     assert child.returncode == 128 + signal.SIGTERM, stderr
     assert stderr.strip().splitlines()[-1].startswith("kosenttype-convert: interrupted by SIGTERM")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_without_the_onnx_extra_is_refused_before_any_work(tmp_path, run_a, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "kosenttype.onnx_export", None)  # as if onnx/onnxruntime were not installed
+    args = ["--checkpoint", run_a["run"] / "best.pt", "--output-dir", tmp_path / "out", "--onnx"]
+    code, out, err = convert(*args, capsys=capsys)
+    assert_refused(code, err, "--onnx needs the onnx extra", "pip install 'kosenttype[onnx]'")
+    assert "checkpoint:" not in out, "refused before the checkpoint was read"
+    assert_nothing_written(tmp_path / "out")
