@@ -419,8 +419,8 @@ def check_reachable(address: str) -> None:
     except OSError as error:
         reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or one_line(error))
         raise KoSentTypeError(
-            f"cannot reach the Ray cluster at --ray_address {address} ({reason}); "
-            "is it running (ray start --head) and is that port open to this machine?"
+            f"cannot reach the Ray cluster at {address}: {reason}; "
+            "is it running (ray start --head), and is that port open to this machine?"
         ) from error
 
 
@@ -470,7 +470,7 @@ def connect_to_cluster(address: str) -> None:
         with own_sigterm_handling():
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as error:
-        message = f"cannot connect to the Ray cluster at --ray_address {address}: {one_line(error)}"
+        message = f"cannot connect to the Ray cluster at {address}: {one_line(error)}"
         raise KoSentTypeError(message) from error
 
 
@@ -680,7 +680,7 @@ class RayJob:
                 args.batch_size, args.max_length, args.top_k, args.chunk_size, args.max_batch_tokens
             ),
             heads=model_heads(str(args.model), args.revision),
-            address=args.ray_address,
+            address=args.ray_address or os.environ.get("RAY_ADDRESS"),  # set for a `ray job submit` entrypoint
             num_workers=args.num_workers,
             threads=args.threads_per_worker or 1,
         )

@@ -220,7 +220,7 @@ def test_an_unreachable_address_is_one_line_within_a_minute(tmp_path, tiny_model
     status = main([*argv, "--engine", "ray", "--ray_address", address])
     stderr = capsys.readouterr().err
     assert status == 2 and time.monotonic() - started < 60
-    assert stderr.startswith(f"kosenttype-predict: error: cannot reach the Ray cluster at --ray_address {address} (")
+    assert stderr.startswith(f"kosenttype-predict: error: cannot reach the Ray cluster at {address}: ")
     assert stderr.count("\n") == 1
     assert not (tmp_path / "out.jsonl").exists()
 
