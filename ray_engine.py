@@ -345,6 +345,13 @@ class ShardSink(Datasink):
         self.with_attributes = with_attributes
         self.counts = JobCounts()
 
+    def on_write_start(self, schema: Any = None) -> None:
+        """The folder, created once by the driver where a filesystem has folders (file://, hdfs://); object stores
+        just record an empty marker."""
+        if is_uri(self.folder):
+            filesystem, path = uri_filesystem(self.folder)
+            filesystem.create_dir(path.rstrip("/"), recursive=True)
+
     def write(self, blocks: Iterable[Any], ctx: Any) -> JobCounts:
         counts = JobCounts()
         for block in blocks:
@@ -625,17 +632,31 @@ def local_input_paths(files: list[InputFile]) -> list[str]:
 
 def check_output(output: str, files: list[InputFile], folder: bool) -> None:
     """Refuse before starting: an output that is an input, a missing or read-only folder, a non-empty folder."""
-    if output == "-" or is_uri(output):
-        if not folder and output != "-":
+    if output == "-":
+        return
+    if is_uri(output):
+        if not folder:
             raise KoSentTypeError(f"--output {output}: give object storage a folder (ending with /) for shards")
+        if not folder_is_empty(output):
+            raise KoSentTypeError(f"--output {output}: the folder is not empty; choose a new or empty folder")
         return
     refuse_input_as_output(output.rstrip("/" + os.sep) if folder else output, local_input_paths(files), "--output")
     if folder:
-        target = Path(output)
-        if target.is_dir() and any(target.iterdir()):
+        if not folder_is_empty(output):
             raise KoSentTypeError(f"--output {output}: the folder is not empty; choose a new or empty folder")
     else:
         check_writable_file(Path(output), "--output")
+
+
+def folder_is_empty(folder: str) -> bool:
+    """No file under the folder (or prefix, in object storage), or no such folder yet."""
+    if not is_uri(folder):
+        return not os.path.isdir(folder) or not any(os.scandir(folder))
+    from pyarrow import fs
+
+    filesystem, path = uri_filesystem(folder)
+    listing = filesystem.get_file_info(fs.FileSelector(path.rstrip("/"), recursive=True, allow_not_found=True))
+    return not any(entry.is_file for entry in listing)
 
 
 @dataclass

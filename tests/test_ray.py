@@ -275,6 +275,17 @@ def test_outputs_refused_before_ray_starts(tmp_path, tiny_model_dir, output, opt
     assert source.read_text("utf-8") == "문장 하나.\n"
 
 
+def test_a_non_empty_folder_in_object_storage_is_refused(tmp_path, tiny_model_dir, capsys):
+    source = tmp_path / "input.txt"
+    source.write_text("문장 하나.\n", "utf-8")
+    (tmp_path / "bucket" / "labels").mkdir(parents=True)
+    (tmp_path / "bucket" / "labels" / "part-000000-000000000001.parquet").write_bytes(b"x")
+    target = f"file://{tmp_path}/bucket/labels/"
+    assert main(["--model", str(tiny_model_dir), "--input", str(source), "--output", target, *WORKERS]) == 2
+    message = f"kosenttype-predict: error: --output {target}: the folder is not empty; choose a new or empty folder\n"
+    assert capsys.readouterr().err == message
+
+
 # --- the pieces, without Ray -------------------------------------------------------------------------------------
 
 
@@ -314,6 +325,33 @@ def test_jsonl_shards_are_the_local_records_with_their_origin(tmp_path):
         '{"id": 5, "label": "사실형", "score": 0.123457, "input_file": "in.txt", "input_record": 5}',
         '{"id": 6, "label": null, "score": null, "error": "line 6: e", "input_file": "in.txt", "input_record": 6}',
     ]
+
+
+def test_parquet_shards_in_object_storage_have_the_csv_columns(tmp_path):
+    records = [InputRecord("a", "가."), InputRecord(9, "나."), InputRecord(3, error=LineError("empty", "line 3: e"))]
+    predictions = [
+        Prediction("a", "사실형", 0.1234567, [("사실형", 0.1234567), ("추론형", 0.5)], {"tense": ("과거", 0.25)}),
+        Prediction(9, "대화형", 0.5, [("대화형", 0.5), ("사실형", 0.25)], {"tense": ("현재", 0.75)}),
+        Prediction(3, error=LineError("empty", "line 3: e")),
+    ]
+    block = ray_engine.predictions_block(ray_engine.records_block(1, 3, records), predictions)
+    sink = ray_engine.ShardSink(f"file://{tmp_path}/out/", "parquet", ["a.txt", "b.jsonl"], True, True)
+    sink.on_write_start()
+    sink.write([block], ctx=None)
+    table = pq.read_table(tmp_path / "out" / "part-000001-000000000003.parquet")
+    assert table.column_names == ["id", "label", "score", "top_k", "attributes", "error", "input_file", "input_record"]
+    assert table.to_pylist()[1] == {
+        "id": "9",
+        "label": "대화형",
+        "score": 0.5,
+        "top_k": '[{"label": "대화형", "score": 0.5}, {"label": "사실형", "score": 0.25}]',
+        "attributes": '{"tense": {"label": "현재", "score": 0.75}}',
+        "error": None,
+        "input_file": "b.jsonl",
+        "input_record": 4,
+    }
+    assert table["score"].to_pylist() == [0.123457, 0.5, None]
+    assert table["error"].to_pylist() == [None, None, "line 3: e"]
 
 
 def test_folders_globs_and_uris_expand_in_sorted_order(tmp_path):
