@@ -4,12 +4,13 @@ cores of this machine when no cluster is given.
     kosenttype-predict --engine ray --model DIR --input corpus/ --output labels.jsonl          # local Ray, one file
     kosenttype-predict --engine ray --ray_address auto --model ID --input s3://b/in/ --output s3://b/out/
 
-The pipeline is Ray Data's: one read task per input file turns it into blocks of `--chunk_size` records (the
-readers of the local engine, each record numbered by its file and position); a fixed pool of worker actors, each
-holding the model once (`BlockClassifier`), classifies a block per call with `Classifier.classify_chunk`, the
-local engine's own batching; then either the driver writes one output file in input order with the local
-engine's writers, or the workers write one shard per block into an output folder. Records are therefore the
-local engine's, byte for byte: same ids, labels, rounded scores and error records.
+The pipeline is Ray Data's: one read task per input file streams its records (the local engine's readers, each
+record numbered by its file and position), a streaming repartition cuts them into blocks of `--chunk_size`
+records (the local engine's chunks), a fixed pool of worker actors, each holding the model once
+(`BlockClassifier`), classifies a block per call with `Classifier.classify_chunk`, the local engine's own
+batching; then either the driver writes one output file in input order with the local engine's writers, or the
+workers write one shard per block into an output folder. Records are therefore the local engine's, byte for
+byte: same ids, labels, rounded scores and error records.
 
 Order without holding the corpus: Ray Data is asked to deliver blocks in input order (`preserve_order`). A block
 that finished early waits in Ray's object store (spilled to disk when that fills), never in the driver, which
@@ -38,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stdout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
@@ -181,7 +182,8 @@ class ReadOptions:
 
 
 def read_blocks(file_index: int, input_file: InputFile, options: ReadOptions) -> Iterator[pa.Table]:
-    """The blocks of one input file, `block_records` records each (the local engine's chunks)."""
+    """One input file's records as tables of `block_records` rows, so that no file is ever held as Python objects
+    (Ray merges what a task yields up to its block size in bytes; the repartition after the read cuts blocks)."""
     records = read_input_file(
         input_file, text_column=options.text_column, id_column=options.id_column, max_line_bytes=options.max_line_bytes
     )
@@ -442,7 +444,7 @@ def quiet_ray_logging() -> None:
 @contextmanager
 def own_sigterm_handling() -> Iterator[None]:
     """Keep the command's SIGTERM handling (an exception that unwinds every `with`, see errors.run_command):
-    `ray.init` replaces it with a bare sys.exit, which would skip no cleanup but report the wrong status."""
+    `ray.init` replaces it with a bare sys.exit(15), which ends the run with status 15 and no line saying why."""
     previous = signal.getsignal(signal.SIGTERM)
     try:
         yield
@@ -471,7 +473,7 @@ def start_local_ray(num_cpus: int) -> None:
 
 
 def connect_to_cluster(address: str) -> None:
-    check_reachable(address)
+    """Join a running cluster as its driver (from one of its nodes, or through Ray Client with ray://)."""
     quiet_ray_logging()
     try:
         with own_sigterm_handling():
@@ -521,7 +523,7 @@ def plan_workers(requested: int | None, threads: int, device: str, resources: Ma
     """How many workers, with how many threads and GPUs each, fit the Ray cluster's resources.
 
     GPUs are used when Ray sees some and --device isn't cpu: one GPU per worker, a worker per GPU by default.
-    On CPUs a worker per `threads` CPUs by default, keeping a CPU's worth for reading and writing.
+    On CPUs a worker per `threads` CPUs by default, keeping a quarter of a CPU for reading and writing tasks.
     """
     cpus, gpus = resources.get("CPU", 0.0), int(resources.get("GPU", 0.0))
     use_gpus = gpus > 0 and device != "cpu"
@@ -553,9 +555,12 @@ def model_heads(model: str, revision: str | None) -> dict[str, list[str]]:
             raise KoSentTypeError(f"cannot load model {model}: not a model folder (it has no config.json)")
     else:
         from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HFValidationError
 
         try:
             config_path = Path(hf_hub_download(model, "config.json", revision=revision))
+        except HFValidationError as error:  # not a local path, nor anything the Hub could name
+            raise KoSentTypeError(f"model folder not found: {model}") from error
         except Exception as error:  # the Hub client raises many types for "not there" and "offline"
             raise KoSentTypeError(f"cannot load model {model}: {type(error).__name__}: {one_line(error)}") from error
     try:
@@ -614,7 +619,7 @@ def build_dataset(
     return records.repartition(target_num_rows_per_block=read.block_records).map_batches(
         BlockClassifier,
         fn_constructor_kwargs={
-            "model": ModelOptions(**{**model.__dict__, "device": device}),
+            "model": replace(model, device=device),
             "settings": settings,
             "threads": workers.threads,
         },

@@ -275,6 +275,15 @@ def test_outputs_refused_before_ray_starts(tmp_path, tiny_model_dir, output, opt
     assert source.read_text("utf-8") == "문장 하나.\n"
 
 
+def test_a_missing_model_is_one_line_before_ray_starts(tmp_path, capsys):
+    source = tmp_path / "input.txt"
+    source.write_text("문장 하나.\n", "utf-8")
+    model = tmp_path / "no_model"
+    argv = ["--model", str(model), "--input", str(source), "--output", str(tmp_path / "o.jsonl"), *WORKERS]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"kosenttype-predict: error: model folder not found: {model}\n"
+
+
 def test_a_non_empty_folder_in_object_storage_is_refused(tmp_path, tiny_model_dir, capsys):
     source = tmp_path / "input.txt"
     source.write_text("문장 하나.\n", "utf-8")
