@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--id_column", default="id", help="The field/column whose value becomes the record id.")
     add("--backend", choices=BACKENDS, default="torch", help="torch (default) or onnxruntime (needs onnx/ files).")
     add("--engine", choices=ENGINES, default="local", help="local (default), or ray: many workers or machines.")
-    add("--ray_address", help="--engine ray: auto, HOST:PORT or ray://HOST:PORT (default: a local Ray instance).")
+    add(
+        "--ray_address",
+        help="--engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray instance).",
+    )
     add("--num_workers", type=int, help="--engine ray: model workers (default: one per threads_per_worker CPUs).")
     add("--threads_per_worker", type=int, help="--engine ray: CPU threads of each worker (default: 1).")
     add("--batch_size", type=int, default=DEFAULT_BATCH_SIZE, help="Sentences per forward pass, at most.")

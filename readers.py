@@ -170,7 +170,8 @@ def find_text_column(keys: Iterable[str], text_column: str | None) -> str | None
 def missing_text(names: Iterable[str], text_column: str | None, noun: str) -> str:
     """'no 'sentence' / 'text' / '문장' field (fields: title)': what was looked for, and what there was."""
     wanted = repr(text_column) if text_column else " / ".join(repr(name) for name in DEFAULT_TEXT_COLUMNS)
-    return f"no {wanted} {noun} ({noun}s: {', '.join(map(str, names)) or 'none'})"
+    shown = ", ".join(str(name).encode("utf-8", "backslashreplace").decode("utf-8") for name in names)
+    return f"no {wanted} {noun} ({noun}s: {shown or 'none'})"
 
 
 def read_csv(lines: BoundedLines, text_column: str | None, id_column: str) -> Iterator[InputRecord]:

@@ -25,8 +25,28 @@ def infer_output_format(path: str, requested: str | None = None) -> str:
 
 
 def json_line(record: dict) -> str:
-    """One strict JSON line: `allow_nan=False`, because NaN and Infinity are not JSON and break every other parser."""
-    return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+    """One strict JSON line: `allow_nan=False`, because NaN and Infinity are not JSON and break every other parser.
+
+    Korean stays readable; a string holding a lone surrogate (an input's `\\ud800`, or undecodable bytes in an id)
+    can't be UTF-8, so that line alone is written with `\\u` escapes instead.
+    """
+    line = json.dumps(record, ensure_ascii=False, allow_nan=False)
+    if not encodable(line):
+        line = json.dumps(record, ensure_ascii=True, allow_nan=False)
+    return line + "\n"
+
+
+def encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def escaped_surrogates(text: str) -> str:
+    """`text` with any lone surrogate written as `\\udXXX`, so that it can be UTF-8."""
+    return text if encodable(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class JsonLinesWriter:
@@ -54,7 +74,9 @@ class CsvWriter:
         for nested in ("top_k", "attributes"):
             if nested in record:
                 record[nested] = json.dumps(record[nested], ensure_ascii=False, allow_nan=False)
-        self.writer.writerow(record)
+        self.writer.writerow(
+            {key: escaped_surrogates(value) if isinstance(value, str) else value for key, value in record.items()}
+        )
 
 
 def make_writer(output_format: str, stream: TextIO, with_top_k: bool, with_attributes: bool):

@@ -336,3 +336,21 @@ def test_attributes_are_written_only_for_models_with_heads(tmp_path, tiny_model_
             probabilities = logits[0].softmax(-1)
             assert record["attributes"][axis]["label"] == labels[int(probabilities.argmax())]
             assert record["attributes"][axis]["score"] == pytest.approx(float(probabilities.max()), abs=1e-5)
+
+
+@pytest.mark.parametrize("output_name", ["out.jsonl", "out.csv"])
+def test_lone_surrogates_in_ids_and_field_names_still_give_valid_utf8_output(tmp_path, tiny_model_dir, output_name):
+    source, target = tmp_path / "in.jsonl", tmp_path / output_name
+    source.write_text(
+        f'{{"a\\udc80": "x"}}\n{{"id": "\\ud800", "sentence": "{GOOD}"}}\n{{"id": "ok", "sentence": "{GOOD}"}}\n',
+        encoding="utf-8",
+    )
+    assert main(["--model", str(tiny_model_dir), "--input", str(source), "--output", str(target)]) == 1
+    text = target.read_bytes().decode("utf-8")  # strict UTF-8
+    if output_name.endswith(".jsonl"):
+        records = strict_json_lines(text)
+        assert records[0]["error"] == "line 1: no 'sentence' / 'text' / '문장' field (fields: a\\udc80)"
+        assert records[1]["id"] == "\ud800" and records[1]["label"] is not None
+        assert records[2]["id"] == "ok" and "\\u" not in text.splitlines()[2]
+    else:
+        assert "a\\udc80" in text and "\\ud800" in text
