@@ -48,6 +48,7 @@ from .atomic_output import atomic_binary_output, check_writable_file, refuse_inp
 from .engine import EngineSettings, heads_from_config, load_classifier
 from .errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, one_line
 from .input_files import InputFile, expand_inputs, is_uri, read_input_file, uri_filesystem
+from .model_location import read_model_config
 from .records import InputRecord, LineError, Prediction
 from .writers import infer_output_format, json_line, make_writer, open_output
 
@@ -548,23 +549,9 @@ def plan_workers(requested: int | None, threads: int, device: str, resources: Ma
 def model_heads(model: str, revision: str | None) -> dict[str, list[str]]:
     """The model's heads from its config.json, read on the driver: a wrong --model fails before Ray starts, and
     the output's columns (attributes or not) are known before the first record."""
-    path = Path(model).expanduser()
-    if path.exists():
-        config_path = path / "config.json"
-        if not config_path.is_file():
-            raise KoSentTypeError(f"cannot load model {model}: not a model folder (it has no config.json)")
-    else:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import HFValidationError
-
-        try:
-            config_path = Path(hf_hub_download(model, "config.json", revision=revision))
-        except HFValidationError as error:  # not a local path, nor anything the Hub could name
-            raise KoSentTypeError(f"model folder not found: {model}") from error
-        except Exception as error:  # the Hub client raises many types for "not there" and "offline"
-            raise KoSentTypeError(f"cannot load model {model}: {type(error).__name__}: {one_line(error)}") from error
+    config = read_model_config(model, revision)
     try:
-        return heads_from_config(json.loads(config_path.read_text(encoding="utf-8")))
+        return heads_from_config(config)
     except (ValueError, KeyError, TypeError) as error:
         message = f"cannot load model {model}: its config.json is unreadable ({one_line(error)})"
         raise KoSentTypeError(message) from error

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from .engine import TYPE_HEAD, Classifier, classifier_from_config
 from .errors import KoSentTypeError, one_line
+from .model_location import locate_model
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
@@ -108,32 +108,6 @@ class TorchBackend:
         heads = {TYPE_HEAD: outputs.logits}
         heads.update(zip(self.attribute_names, getattr(outputs, "attribute_logits", None) or (), strict=True))
         return {head: logits.float().cpu().numpy() for head, logits in heads.items()}
-
-
-def locate_model(model: str | os.PathLike) -> str:
-    """The model's path or Hub id, refused in one line when it is plainly neither (a missing or non-model folder).
-
-    A name that exists locally is a folder; one that looks like a path (absolute, ./, ../, ~, a backslash, or more
-    than one /) but doesn't exist is reported missing rather than sent to the Hub as a malformed repo id.
-    """
-    text = os.fspath(model)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise KoSentTypeError(f"cannot load model {text}: it is a file; give the folder that holds config.json")
-        if not (path / "config.json").is_file():
-            raise KoSentTypeError(f"cannot load model {text}: not a model folder (it has no config.json)")
-        return str(path)
-    looks_like_path = (
-        isinstance(model, os.PathLike)
-        or os.path.isabs(text)
-        or text.startswith(("./", "../", "~", "."))
-        or "\\" in text
-        or text.count("/") > 1
-    )
-    if looks_like_path:
-        raise KoSentTypeError(f"model folder not found: {text}")
-    return text
 
 
 def load_torch_classifier(
