@@ -34,6 +34,10 @@ INPUT_NAMES = ("input_ids", "attention_mask")
 # transformers' stand-in for "no limit" in tokenizer_config.json.
 UNBOUNDED_TOKENIZER_LENGTH = 1_000_000
 THREADS_VARIABLE = "OMP_NUM_THREADS"
+# onnxruntime fuses each residual Add + LayerNormalization into its SkipLayerNormalization kernel, which on CPU ran
+# ten times slower than the two standard ops it replaces (onnxruntime 1.32, 12-layer model, 768 tokens per batch:
+# 60 ms against 12 ms per batch, a fifth of the whole int8 run; see docs/onnx.md).
+CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 # What "auto" tries first. int8 agreed with fp32 on the benchmark's trained model within the bar (docs/onnx.md) and
 # runs faster; a folder exported with `--quantize none` has only the fp32 file.
@@ -246,6 +250,7 @@ def open_session(
             sess_options=session_options(threads),
             providers=[name for name, _ in providers],
             provider_options=[options for _, options in providers],
+            disabled_optimizers=CPU_DISABLED_OPTIMIZERS if providers[0][0] == "CPUExecutionProvider" else [],
         )
     except Exception as error:  # onnxruntime's pybind errors (InvalidProtobuf, Fail, …) share no useful base
         raise KoSentTypeError(

@@ -226,15 +226,21 @@ def agreement(reference: Classifier, candidate: Classifier, sentences: Sequence[
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
-    """onnxruntime's dynamic quantization: int8 weights with one scale per output channel (per-tensor scales cost
-    more agreement, as with torch's int8), activations quantized per batch as they come. The layers that write the
-    model's outputs (the heads: a few thousand weights) stay fp32, as torch's int8 keeps them."""
+    """onnxruntime's dynamic quantization of the encoder's matrix multiplications, as torch's int8 does for its
+    Linear layers: int8 weights with one scale per output channel, activations quantized per batch as they come.
+
+    The embeddings stay fp32: onnxruntime would quantize them with ONE scale per table, which on the benchmark's
+    trained model moved probabilities 0.020 from fp32 (same label on 99.65%) against 0.015 (99.85%) without; the
+    12-layer file grows from 112 to 187 MB and loads 0.08 s slower. The heads (the layers that write the graph's
+    outputs: a few thousand weights) stay fp32 too, as torch's int8 keeps them.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet_libraries():
         quantize_dynamic(
             fp32_path,
             int8_path,
+            op_types_to_quantize=["MatMul"],
             per_channel=True,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=output_layers(fp32_path),

@@ -258,11 +258,12 @@ def test_bad_onnx_folders_are_one_line_exit_2(tmp_path, exported_dir, capsys, ki
     assert not target.exists()
 
 
-def test_a_hub_id_that_is_not_there_is_one_line(tmp_path):
+def test_a_hub_id_that_is_not_there_is_one_line_on_onnxruntime(tmp_path):
     source = tmp_path / "input.txt"
     source.write_text(KOREAN_SENTENCES[0] + "\n", encoding="utf-8")
+    arguments = ["--model", "nobody/no-such-model", "--input", str(source), "--backend", "onnxruntime"]
     completed = subprocess.run(
-        [sys.executable, "-m", "kosenttype.predict", "--model", "nobody/no-such-model", "--input", str(source)],
+        [sys.executable, "-m", "kosenttype.predict", *arguments],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
