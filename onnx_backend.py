@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime
 from tokenizers import Tokenizer
 
-from .engine import TYPE_HEAD, Classifier, classifier_from_config, heads_from_config
+from .classifier import TYPE_HEAD, Classifier, classifier_from_config, heads_from_config
 from .errors import KoSentTypeError, one_line
 
 ONNX_FOLDER = "onnx"

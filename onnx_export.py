@@ -29,7 +29,7 @@ import onnx
 import torch
 from torch import nn
 
-from .engine import Classifier, EngineSettings
+from .classifier import Classifier, EngineSettings
 from .errors import DEBUG_VARIABLE, KoSentTypeError
 from .onnx_backend import (
     INPUT_NAMES,

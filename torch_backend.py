@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .engine import TYPE_HEAD, Classifier, classifier_from_config
+from .classifier import TYPE_HEAD, Classifier, classifier_from_config
 from .errors import KoSentTypeError, one_line
 from .model_location import locate_model
 
