@@ -38,7 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--revision", help="The Hub revision (branch, tag or commit).")
     add("--trust_remote_code", action="store_true", help="Run Python code shipped in the model folder.")
-    add("--max_batch_size", type=int, default=32, help="Sentences per model call, at most (1: no batching).")
+    add("--max_batch_size", type=int, default=64, help="Sentences per model call, at most (1: no batching).")
+    add(
+        "--max_batch_tokens",
+        type=int,
+        help="Split a model call into forward passes of at most this many padded tokens (default: 256 on a CPU, "
+        "no limit on a GPU; 0: no limit).",
+    )
     add(
         "--max_wait_ms",
         type=float,
@@ -84,6 +90,8 @@ def check_numbers(args: argparse.Namespace) -> argparse.Namespace:
             f"--max_queue ({args.max_queue}) must be at least --max_client_batch_size "
             f"({args.max_client_batch_size}), or the largest allowed request could never be queued"
         )
+    if args.max_batch_tokens is not None and args.max_batch_tokens < 0:
+        raise KoSentTypeError(f"--max_batch_tokens must be 0 (no limit) or more, got {args.max_batch_tokens}")
     if args.max_body_bytes < 64:
         raise KoSentTypeError(f"--max_body_bytes must be at least 64, got {args.max_body_bytes}")
     if args.graceful_shutdown_s <= 0:
@@ -100,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         ) from error
     limits = ServingLimits(
         max_batch_size=args.max_batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         max_client_batch_size=args.max_client_batch_size,

@@ -65,12 +65,22 @@ SCORE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+# A dynamic batch is a few dozen sentences in arrival order, not a length-sorted chunk of a thousand as predict's, so
+# its forward passes mix lengths: over 256 DACON sentences in groups of 28 (a closed loop of 64 clients gives batches
+# of about 28), the padded tokens computed were 1.53x the real ones at predict's CPU budget of 1,024 tokens, 1.33x at
+# 512, 1.18x at 256 (predict: 1.07x), and the 12-layer model ran at 70%, 85% and 95% of predict's sentences/s
+# (in-process, one thread, best of 3; benchmarks/bench_serve.py measures the whole server).
+CPU_SERVER_BATCH_TOKENS = 256
+
+
 @dataclass(frozen=True)
 class ServingLimits:
     """How the server batches and what it refuses. `max_queue` counts sentences waiting for a batch;
-    `max_input_length` counts characters; `max_length` is the tokens a sentence is truncated to (as in predict)."""
+    `max_input_length` counts characters; `max_length` is the tokens a sentence is truncated to (as in predict).
+    `max_batch_tokens`: None = CPU_SERVER_BATCH_TOKENS on a CPU, no limit on a GPU; 0 = no limit."""
 
-    max_batch_size: int = 32
+    max_batch_size: int = 64
+    max_batch_tokens: int | None = None
     max_wait_ms: float = 5.0
     max_queue: int = 1024
     max_client_batch_size: int = 32
@@ -291,8 +301,11 @@ class InferenceService:
 
     def attach(self, classifier: Classifier) -> bool:
         """Start serving `classifier`; False if the server is already shutting down."""
+        max_batch_tokens = self.limits.max_batch_tokens
+        if max_batch_tokens is None and classifier.device == "cpu":
+            max_batch_tokens = CPU_SERVER_BATCH_TOKENS
         settings = classifier.resolve(
-            EngineSettings(batch_size=self.limits.max_batch_size, max_length=self.limits.max_length)
+            EngineSettings(self.limits.max_batch_size, self.limits.max_length, max_batch_tokens=max_batch_tokens)
         )
         token_counter = Tokenizer.from_str(classifier.tokenizer.to_str())
         token_counter.no_truncation()
@@ -383,6 +396,7 @@ class InferenceService:
             "auto_truncate": True,
             "batching": {
                 "max_batch_size": limits.max_batch_size,
+                "max_batch_tokens": self.settings.max_batch_tokens if self.settings else limits.max_batch_tokens,
                 "max_wait_ms": limits.max_wait_ms,
                 "max_queue": limits.max_queue,
             },

@@ -204,7 +204,7 @@ print(json.dumps({{"full": full, "top2": top2, "health": health, "info": info}})
     assert info["precision"] == info["model_dtype"] == "fp32"
     assert info["backend"] == "torch" and info["ready"] is True and info["attributes"] == {}
     assert info["model_type"]["classifier"]["id2label"]["3"] == "대화형"
-    assert info["batching"] == {"max_batch_size": 32, "max_wait_ms": 20.0, "max_queue": 1024}
+    assert info["batching"] == {"max_batch_size": 64, "max_batch_tokens": 256, "max_wait_ms": 20.0, "max_queue": 1024}
     assert info["max_input_length"] == 64  # the tiny model's positions cap predict's default of 256 tokens
 
 
