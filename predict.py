@@ -23,13 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kosenttype.atomic_output import check_writable_file, refuse_input_as_output
+from kosenttype.command_line import add_model_arguments, check_at_least, load_from_arguments
 from kosenttype.engine import (
-    BACKENDS,
     CPU_BATCH_TOKENS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_LENGTH,
     EngineSettings,
-    load_classifier,
 )
 from kosenttype.errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, run_command
 from kosenttype.input_files import FILE_FORMATS, file_format, read_parquet_records
@@ -55,19 +54,15 @@ ENGINES = ("local", "ray")
 
 def check_numbers(args: argparse.Namespace) -> argparse.Namespace:
     """Refuse counts that would make the run meaningless, in the option's own name."""
-    for name in AT_LEAST_ONE:
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise KoSentTypeError(f"--{name} must be at least 1, got {value}")
-    if args.max_batch_tokens is not None and args.max_batch_tokens < 0:
-        raise KoSentTypeError(f"--max_batch_tokens must be 0 (no limit) or more, got {args.max_batch_tokens}")
+    check_at_least(args, AT_LEAST_ONE)
+    check_at_least(args, ["max_batch_tokens"], minimum=0)
     return args
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--model", required=True, help="A saved classifier folder or a Hub model id.")
+    add_model_arguments(parser)
     add(
         "--input",
         required=True,
@@ -88,7 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--text_column", help="The field/column holding the sentence (default: sentence, text or 문장).")
     add("--id_column", default="id", help="The field/column whose value becomes the record id.")
-    add("--backend", choices=BACKENDS, default="torch", help="torch (default) or onnxruntime (needs onnx/ files).")
     add("--engine", choices=ENGINES, default="local", help="local (default), or ray: many workers or machines.")
     add(
         "--ray_address",
@@ -112,20 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--top_k", type=int, default=1, help="Also write the N most probable labels with their scores.")
     add("--chunk_size", type=int, default=1024, help="Sentences read, sorted and written at a time.")
-    add("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda when available).")
-    add(
-        "--precision",
-        choices=("auto", "fp32", "bf16", "fp16", "int8"),
-        default="auto",
-        help="auto = bf16 on CPUs with AVX-512 BF16/AMX (torch), else fp32. int8 and fp16 (GPU) are opt-in.",
-    )
     add("--threads", type=int, help="CPU threads (default: one per core). 1 is faster on a busy machine.")
-    add("--revision", help="The Hub revision (branch, tag or commit).")
-    add(
-        "--trust_remote_code",
-        action="store_true",
-        help="Run Python code shipped in the model folder (never needed for kosenttype models once installed).",
-    )
     return parser
 
 
@@ -204,14 +185,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads, args.backend)
     quiet_progress_bars()
     with open_input(args.input) as source:  # before loading the model: a typo in a path should fail fast
-        classifier = load_classifier(
-            args.model,
-            backend=args.backend,
-            device=args.device,
-            precision=args.precision,
-            revision=args.revision,
-            trust_remote_code=args.trust_remote_code,
-        )
+        classifier = load_from_arguments(args)
         print(
             f"{PROGRAM}: {args.model} on {classifier.device} in {classifier.precision} ({args.backend})",
             file=sys.stderr,

@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kosenttype.engine import BACKENDS, DEFAULT_MAX_LENGTH, load_classifier
+from kosenttype.command_line import add_model_arguments, check_at_least, load_from_arguments
+from kosenttype.engine import DEFAULT_MAX_LENGTH
 from kosenttype.errors import KoSentTypeError, run_command
 
 PROGRAM = "kosenttype-serve"
@@ -25,19 +26,9 @@ AT_LEAST_ONE = ("max_batch_size", "max_queue", "max_client_batch_size", "max_inp
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--model", required=True, help="A saved classifier folder or a Hub model id.")
+    add_model_arguments(parser)
     add("--host", default="127.0.0.1", help="The address to listen on (default: 127.0.0.1, this machine only).")
     add("--port", type=int, default=8080, help="The port to listen on (default: 8080; 0 picks a free one).")
-    add("--backend", choices=BACKENDS, default="torch", help="torch (default) or onnxruntime (needs onnx/ files).")
-    add("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda when available).")
-    add(
-        "--precision",
-        choices=("auto", "fp32", "bf16", "fp16", "int8"),
-        default="auto",
-        help="auto = bf16 on CPUs with AVX-512 BF16/AMX (torch), else fp32. int8 and fp16 (GPU) are opt-in.",
-    )
-    add("--revision", help="The Hub revision (branch, tag or commit).")
-    add("--trust_remote_code", action="store_true", help="Run Python code shipped in the model folder.")
     add("--max_batch_size", type=int, default=64, help="Sentences per model call, at most (1: no batching).")
     add(
         "--max_batch_tokens",
@@ -78,9 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_numbers(args: argparse.Namespace) -> argparse.Namespace:
     """Refuse limits that would make the server refuse everything or never answer, in the option's own name."""
-    for name in AT_LEAST_ONE:
-        if getattr(args, name) < 1:
-            raise KoSentTypeError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    check_at_least(args, AT_LEAST_ONE)
+    check_at_least(args, ["max_batch_tokens"], minimum=0)
     if not 0 <= args.port <= 65535:
         raise KoSentTypeError(f"--port must be between 0 and 65535, got {args.port}")
     if not 0 <= args.max_wait_ms <= 10_000:
@@ -90,8 +80,6 @@ def check_numbers(args: argparse.Namespace) -> argparse.Namespace:
             f"--max_queue ({args.max_queue}) must be at least --max_client_batch_size "
             f"({args.max_client_batch_size}), or the largest allowed request could never be queued"
         )
-    if args.max_batch_tokens is not None and args.max_batch_tokens < 0:
-        raise KoSentTypeError(f"--max_batch_tokens must be 0 (no limit) or more, got {args.max_batch_tokens}")
     if args.max_body_bytes < 64:
         raise KoSentTypeError(f"--max_body_bytes must be at least 64, got {args.max_body_bytes}")
     if args.graceful_shutdown_s <= 0:
@@ -119,14 +107,7 @@ def run(args: argparse.Namespace) -> int:
     service = InferenceService(args.model, args.revision, limits, ServerMetrics())
     return run_server(
         service,
-        lambda: load_classifier(
-            args.model,
-            backend=args.backend,
-            device=args.device,
-            precision=args.precision,
-            revision=args.revision,
-            trust_remote_code=args.trust_remote_code,
-        ),
+        lambda: load_from_arguments(args),
         host=args.host,
         port=args.port,
         report=lambda line: print(f"{PROGRAM}: {line}", file=sys.stderr, flush=True),

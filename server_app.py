@@ -46,7 +46,6 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from tokenizers import Tokenizer
 
 from . import __version__
 from .dynamic_batching import BatcherClosed, DynamicBatcher, QueueFull
@@ -291,7 +290,6 @@ class InferenceService:
         self.classifier: Classifier | None = None
         self.settings: EngineSettings | None = None
         self.batcher: DynamicBatcher[str, dict[str, np.ndarray]] | None = None
-        self.token_counter: Tokenizer | None = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -307,9 +305,6 @@ class InferenceService:
         settings = classifier.resolve(
             EngineSettings(self.limits.max_batch_size, self.limits.max_length, max_batch_tokens=max_batch_tokens)
         )
-        token_counter = Tokenizer.from_str(classifier.tokenizer.to_str())
-        token_counter.no_truncation()
-        token_counter.no_padding()
         batcher = DynamicBatcher(
             lambda texts: logits_rows(classifier, texts, settings),
             max_batch_size=self.limits.max_batch_size,
@@ -321,7 +316,7 @@ class InferenceService:
         with self._lock:
             if self._closed:
                 return False
-            self.classifier, self.settings, self.token_counter = classifier, settings, token_counter
+            self.classifier, self.settings = classifier, settings
             batcher.start()
             self.batcher = batcher
         return True
@@ -342,12 +337,12 @@ class InferenceService:
 
     def check_untruncated(self, texts: Sequence[str], single: bool) -> None:
         """TEI's `truncate: false`: a sentence longer than the model takes is refused rather than cut."""
-        assert self.token_counter is not None and self.settings is not None
+        assert self.classifier is not None and self.settings is not None
         limit = self.settings.max_length
-        for index, encoding in enumerate(self.token_counter.encode_batch(list(texts))):
-            if len(encoding.ids) > limit:
+        for index, count in enumerate(self.classifier.token_counts(texts)):
+            if count > limit:
                 where = "inputs" if single else f"inputs[{index}]"
-                raise ApiError(413, f"{where} must have less than {limit} tokens. Given: {len(encoding.ids)}")
+                raise ApiError(413, f"{where} must have less than {limit} tokens. Given: {count}")
 
     async def logits(self, texts: list[str]) -> list[dict[str, np.ndarray]]:
         """Each sentence's logits per head, batched with whatever other requests are waiting."""

@@ -1,0 +1,54 @@
+"""What the commands that run a model share on the command line: the model options, loading from them, and the
+checks of counts, so that kosenttype-predict and kosenttype-serve take the same options and say the same things."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+
+from .classifier import Classifier
+from .engine import BACKENDS, load_classifier
+from .errors import KoSentTypeError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --backend, --device, --precision, --revision and --trust_remote_code."""
+    add = parser.add_argument
+    add("--model", required=True, help="A saved classifier folder or a Hub model id.")
+    add("--backend", choices=BACKENDS, default="torch", help="torch (default) or onnxruntime (needs onnx/ files).")
+    add("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda when available).")
+    add(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto = bf16 on CPUs with AVX-512 BF16/AMX (torch), else fp32. int8 and fp16 (GPU) are opt-in.",
+    )
+    add("--revision", help="The Hub revision (branch, tag or commit).")
+    add(
+        "--trust_remote_code",
+        action="store_true",
+        help="Run Python code shipped in the model folder (never needed for kosenttype models once installed).",
+    )
+
+
+def load_from_arguments(args: argparse.Namespace) -> Classifier:
+    """The classifier the model options name."""
+    return load_classifier(
+        args.model,
+        backend=args.backend,
+        device=args.device,
+        precision=args.precision,
+        revision=args.revision,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def check_at_least(args: argparse.Namespace, names: Iterable[str], minimum: int = 1) -> None:
+    """Refuse counts below `minimum`, in the option's own name (None: not given, the default applies)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            qualifier = " (0: no limit)" if minimum == 0 else ""
+            raise KoSentTypeError(f"--{name} must be at least {minimum}{qualifier}, got {value}")
