@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kosenttype.atomic_output import refuse_input_as_output, staged_folder
 from kosenttype.errors import KoSentTypeError, run_command
-from kosenttype.onnx_backend import ONNX_FOLDER, hub_snapshot, local_folder_or_hub_id
+from kosenttype.onnx_backend import ONNX_FOLDER, hub_snapshot, local_folder
 from kosenttype.onnx_export import QUANTIZE_CHOICES, copy_runtime_files, export_onnx
 
 PROGRAM = "kosenttype-export-onnx"
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    location = local_folder_or_hub_id(args.model)
+    location = local_folder(args.model)
     options = {
         "quantize": args.quantize,
         "opset": args.opset,
