@@ -29,8 +29,10 @@ import onnx
 import torch
 from torch import nn
 
+from .batching import pad_batch
 from .classifier import Classifier, EngineSettings
 from .errors import DEBUG_VARIABLE, KoSentTypeError
+from .folder_verification import VERIFICATION_SENTENCES
 from .onnx_backend import (
     INPUT_NAMES,
     ONNX_FILES,
@@ -47,18 +49,12 @@ QUANTIZE_CHOICES = ("none", "int8")
 # around 1e-6; anything near 1e-4 is a real difference in the graph.
 MAX_FP32_LOGIT_DIFFERENCE = 1e-4
 EXTERNAL_DATA_SUFFIX = ".data"  # torch's exporter writes weights past 2 GB to model.onnx.data
-# Sentences written for this check (not from any dataset): each sentence type, numbers, emoji, Latin script, one
-# sentence alone, and one far past 256 tokens, which the check truncates at the model's own limit.
+# The converter's check sentences (each sentence type, emoji, Latin script, one far past 256 tokens, which the
+# check truncates at the model's own limit), plus a one-word sentence and a long one with numbers.
 PROBE_SENTENCES = [
-    "시청 앞 광장에서 어제 저녁 불꽃 축제가 열렸다.",
-    "판매 부진이 이어진 것은 가격 정책 탓으로 보인다.",
-    "다음 분기에는 신규 공장이 가동될 예정이다.",
-    "점심 같이 드실래요?",
+    *(sentence for sentence in VERIFICATION_SENTENCES if sentence),
     "네.",
-    "드디어 합격했어요 🎉🎉",
-    "새 GPU 서버는 CUDA 12 환경에서 benchmark를 통과했다.",
     "올해 3분기 영업이익은 1조 2천억 원으로 집계됐으며, 시장에서는 4분기에도 비슷한 흐름이 이어질 것으로 본다.",
-    " ".join(["연구진은 이번 실험 결과가 기존 이론과 다르다고 설명했다."] * 60),
 ]
 
 
@@ -213,7 +209,9 @@ def max_logit_difference(reference: Classifier, candidate: Classifier, sentences
     return difference
 
 
-def agreement(reference: Classifier, candidate: Classifier, sentences: Sequence[str] = PROBE_SENTENCES) -> tuple:
+def agreement(
+    reference: Classifier, candidate: Classifier, sentences: Sequence[str] = PROBE_SENTENCES
+) -> tuple[float, float]:
     """(share of sentences with the same type label, max probability difference over every head and label)."""
     settings = EngineSettings(max_length=reference.max_length)
     expected, actual = reference.logits(sentences, settings), candidate.logits(sentences, settings)
@@ -256,8 +254,6 @@ def output_layers(path: Path) -> list[str]:
 
 
 def _padded(classifier: Classifier, sentences: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    from .batching import pad_batch
-
     return pad_batch(classifier.token_ids(sentences, max_length), classifier.pad_token_id)
 
 
