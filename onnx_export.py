@@ -178,7 +178,9 @@ def write_fp32_graph(classifier: Classifier, path: Path, opset: int | None) -> i
     written = _default_opset(path)
     if opset is not None and written != opset:
         path.unlink()
-        raise KoSentTypeError(f"--opset {opset}: torch's exporter can't write it (it wrote opset {written}); try 18-23")
+        raise KoSentTypeError(
+            f"--opset {opset}: torch's exporter can't write it (it wrote opset {written}); try 17 or higher"
+        )
     return written
 
 
