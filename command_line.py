@@ -23,7 +23,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="auto = bf16 on CPUs with AVX-512 BF16/AMX (torch), else fp32. int8 and fp16 (GPU) are opt-in.",
+        help="auto: torch runs bf16 on CPUs with AVX-512 BF16/AMX, else fp32 (int8 and fp16 on GPUs are opt-in); "
+        "onnxruntime runs int8 where onnx/model_quantized.onnx exists, else fp32.",
     )
     add("--revision", help="The Hub revision (branch, tag or commit).")
     add(

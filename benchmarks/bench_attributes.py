@@ -124,7 +124,7 @@ def train_encoder(folder: Path, files: dict[str, Path], joint: bool, options: ar
         "--seed", str(SEED),
     ]  # fmt: skip
     if joint:
-        argv += ["--attribute_columns", ",".join(AXES)]
+        argv += ["--attribute_columns", ",".join(AXES), "--attribute_loss_weight", str(options.attribute_loss_weight)]
     started = time.perf_counter()
     results = train(*parse_arguments(argv))
     return {**results["test"], "train_seconds": time.perf_counter() - started, "package": output / PACKAGE_FOLDER}
@@ -213,6 +213,9 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a contended machine)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the test part, per model")
+    parser.add_argument(
+        "--attribute_loss_weight", type=float, default=1.0, help="each axis's weight in the joint model's loss"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     options = parser.parse_args()
     if not (DACON_TRAIN.is_file() and AIHUB_ARCHIVE.is_file()):
@@ -243,7 +246,8 @@ def main() -> None:
     print(
         f"\nencoders: RoBERTa from scratch, {options.layers} layers, hidden {options.hidden}, vocabulary {VOCAB_SIZE}, "
         f"max length {MAX_LENGTH}; up to {options.epochs:g} epochs, lr {options.learning_rate}, batch 32, balanced "
-        f"class weights, no sampler; torch threads {options.threads}"
+        f"class weights, no sampler; attribute loss weight {options.attribute_loss_weight:g}; "
+        f"torch threads {options.threads}"
     )
     figures = report(joint, type_only, tfidf, seconds, len(split["test"]))
     print(f"\n{time.perf_counter() - started:.0f} s in all")
