@@ -26,11 +26,9 @@ agreement run. `--repeats 2` interleaves two rounds and keeps each variant's bes
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
-import random
 import resource
 import subprocess
 import sys
@@ -43,90 +41,23 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import RobertaConfig, RobertaForSequenceClassification, pipeline
+from bench_common import DACON_CSV, MAX_LENGTH, build_speed_models, load_dacon, train_agreement_model
+from transformers import pipeline
 from transformers.utils.logging import disable_progress_bar
 
-from kosenttype import SENTENCE_TYPES, KoSentTypeConfig, KoSentTypeForSequenceClassification
 from kosenttype.batching import length_sorted_batches
 from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
 from kosenttype.engine import CPU_BATCH_TOKENS, EngineSettings, load_classifier
-from kosenttype.hub_tokenizer import save_tokenizer_for_hub
-from kosenttype.scratch_models import tiny_encoder_config, train_wordpiece_tokenizer
 from kosenttype.torch_backend import cpu_has_native_bf16, quantize_linear_layers
 
-DACON_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dacon" / "train.csv"
 PIPELINE_BATCH_SIZE = 32
-MAX_LENGTH = 256
-TRAIN_MAX_LENGTH = 64  # the agreement model's: few dacon sentences are longer, and training stays short
 SAME_LABEL_BAR = 0.995
 MAX_PROBABILITY_DIFFERENCE_BAR = 0.02
-LABEL2ID = {label: index for index, label in enumerate(SENTENCE_TYPES)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Data and models
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def load_dacon(path: Path, seed: int = 0) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """Shuffled (sentence, label id) pairs split in two halves: one to fit tokenizers/models, one to measure on."""
-    with path.open(encoding="utf-8", newline="") as stream:
-        rows = [(row["문장"], LABEL2ID[row["유형"]]) for row in csv.DictReader(stream)]
-    random.Random(seed).shuffle(rows)
-    half = len(rows) // 2
-    return rows[:half], rows[half:]
-
-
-def build_speed_models(folder: Path, fit_sentences: list[str], num_layers: int) -> tuple[Path, Path]:
-    """The two same-size random models, sharing one tokenizer: transformers' RoBERTa classifier and ours."""
-    tokenizer = train_wordpiece_tokenizer(fit_sentences, vocab_size=KO_SROBERTA_ENCODER["vocab_size"])
-    encoder = {**KO_SROBERTA_ENCODER, "num_hidden_layers": num_layers}
-    labels = {"id2label": dict(enumerate(SENTENCE_TYPES)), "label2id": LABEL2ID}
-    torch.manual_seed(0)
-    roberta_dir, ours_dir = folder / "roberta", folder / "kosenttype"
-    stock_config = RobertaConfig(**{key: value for key, value in encoder.items() if key != "model_type"}, **labels)
-    RobertaForSequenceClassification(stock_config).save_pretrained(roberta_dir)
-    KoSentTypeForSequenceClassification(KoSentTypeConfig(encoder_config=encoder, backbone_name=None)).save_pretrained(
-        ours_dir
-    )
-    for model_dir in (roberta_dir, ours_dir):
-        save_tokenizer_for_hub(tokenizer, model_dir, max_length=MAX_LENGTH)
-    return roberta_dir, ours_dir
-
-
-def train_agreement_model(folder: Path, rows: list[tuple[str, int]], steps: int, num_layers: int) -> Path:
-    """A small classifier trained from scratch, so that its probabilities have real margins to disagree on.
-
-    Classes are sampled evenly (the data is 82% 사실형), so all four labels are predicted and the comparison
-    also covers the rare ones.
-    """
-    sentences, labels = [text for text, _ in rows], torch.tensor([label for _, label in rows])
-    tokenizer = train_wordpiece_tokenizer(sentences, vocab_size=8000)
-    encoder = tiny_encoder_config(len(tokenizer), hidden_size=256, num_layers=num_layers, max_length=TRAIN_MAX_LENGTH)
-    torch.manual_seed(0)
-    model = KoSentTypeForSequenceClassification(KoSentTypeConfig(encoder_config=encoder, backbone_name=None)).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (steps // 10 + 1)))
-    counts = torch.bincount(labels, minlength=len(SENTENCE_TYPES)).clamp(min=1)
-    sample_weights = (1.0 / counts.float())[labels]
-    for _ in range(steps):
-        batch = torch.multinomial(sample_weights, 32, replacement=True).tolist()
-        inputs = tokenizer(
-            [sentences[i] for i in batch],
-            padding=True,
-            truncation=True,
-            max_length=TRAIN_MAX_LENGTH,
-            return_tensors="pt",
-        )
-        loss = model(**inputs, labels=labels[batch]).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-    model.eval().save_pretrained(folder)
-    save_tokenizer_for_hub(tokenizer, folder, max_length=TRAIN_MAX_LENGTH)
-    return folder
 
 
 # ---------------------------------------------------------------------------------------------------------------

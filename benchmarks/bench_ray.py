@@ -38,19 +38,14 @@ import time
 from pathlib import Path
 
 import psutil
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict import DACON_CSV, load_dacon
+from bench_common import DACON_CSV, MAX_LENGTH, backbone_shaped_model, load_dacon
 
-from kosenttype import KoSentTypeConfig, KoSentTypeForSequenceClassification
 from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
-from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 from kosenttype.records import InputRecord, Prediction
-from kosenttype.scratch_models import train_wordpiece_tokenizer
 from kosenttype.writers import JsonLinesWriter
 
-MAX_LENGTH = 256
 STARTUP_SENTENCES = 16
 CORPUS = 100_000_000
 CLUSTER_SIZES = (1, 10, 100, 1000)
@@ -61,17 +56,6 @@ VARIANTS = {
     "Ray, 1 worker × 1 thread": ["--engine", "ray", "--num_workers", "1", "--threads_per_worker", "1"],
     "Ray, 2 workers × 1 thread": ["--engine", "ray", "--num_workers", "2", "--threads_per_worker", "1"],
 }
-
-
-def build_model(folder: Path, fit_sentences: list[str], layers: int) -> Path:
-    """The real backbone's shape with random weights, and a 32,000-token WordPiece vocabulary."""
-    tokenizer = train_wordpiece_tokenizer(fit_sentences, vocab_size=KO_SROBERTA_ENCODER["vocab_size"])
-    encoder = {**KO_SROBERTA_ENCODER, "num_hidden_layers": layers}
-    torch.manual_seed(0)
-    model = KoSentTypeForSequenceClassification(KoSentTypeConfig(encoder_config=encoder, backbone_name=None))
-    model.eval().save_pretrained(folder)
-    save_tokenizer_for_hub(tokenizer, folder, max_length=MAX_LENGTH)
-    return folder
 
 
 class WorkerMemory:
@@ -197,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         print(f"bench_ray: building a {arguments.layers}-layer model with a 32,000-token vocabulary …")
-        model = build_model(folder / "model", [text for text, _ in fit_rows], arguments.layers)
+        model = backbone_shaped_model(folder / "model", [text for text, _ in fit_rows], arguments.layers)
         results = measure(model, folder, sentences)
     report(results, single_output_ceiling(), len(sentences), arguments.layers)
     return 0

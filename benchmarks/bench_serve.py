@@ -39,16 +39,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
-
-from kosenttype import KoSentTypeConfig, KoSentTypeForSequenceClassification
-from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
-from kosenttype.hub_tokenizer import save_tokenizer_for_hub
-from kosenttype.scratch_models import train_wordpiece_tokenizer
+from bench_common import DACON_CSV, backbone_shaped_model
 
 REPO = Path(__file__).resolve().parents[1]
-DACON_CSV = REPO.parent / "shared" / "data" / "dacon" / "train.csv"
 SAMPLE_SENTENCES = REPO / "data" / "sample_sentences.jsonl"
-MAX_LENGTH = 256
 CONCURRENCY = (1, 4, 16, 64)
 PHASE_SECONDS = 30  # a phase stops sending after this long, so that a slow machine still finishes in minutes
 PHASE_TIMEOUT_S = 240
@@ -66,15 +60,6 @@ def load_sentences(count: int, seed: int = 0) -> tuple[list[str], list[str], str
     rows = [json.loads(line)["sentence"] for line in SAMPLE_SENTENCES.read_text(encoding="utf-8").splitlines()]
     random.Random(seed).shuffle(rows)
     return rows, (rows * (count // len(rows) + 1))[:count], f"{SAMPLE_SENTENCES.name} (repeated)"
-
-
-def build_model(folder: Path, fit_sentences: list[str], layers: int) -> Path:
-    tokenizer = train_wordpiece_tokenizer(fit_sentences, vocab_size=KO_SROBERTA_ENCODER["vocab_size"])
-    encoder = {**KO_SROBERTA_ENCODER, "num_hidden_layers": layers}
-    model = KoSentTypeForSequenceClassification(KoSentTypeConfig(encoder_config=encoder, backbone_name=None))
-    model.eval().save_pretrained(folder)
-    save_tokenizer_for_hub(tokenizer, folder, max_length=MAX_LENGTH)
-    return folder
 
 
 def child_env() -> dict[str, str]:
@@ -282,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     fit, sentences, source = load_sentences(arguments.sentences)
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as temporary:
         folder = Path(temporary)
-        model_dir = build_model(folder / "model", fit, arguments.layers)
+        model_dir = backbone_shaped_model(folder / "model", fit, arguments.layers)
         input_file = folder / "sentences.txt"
         input_file.write_text("\n".join(sentences) + "\n", encoding="utf-8")
         threads = os.environ.get("OMP_NUM_THREADS", "default")
