@@ -16,6 +16,15 @@ MAX_LENGTH = 256
 TRAIN_MAX_LENGTH = 64  # the agreement model's: few dacon sentences are longer, and training stays short
 
 
+def fixed_split(examples: list, seed: int = 42) -> dict[str, list]:
+    """80% train (of which 10% validation) and 20% test, stratified by each example's `.label`."""
+    from sklearn.model_selection import train_test_split
+
+    rest, test = train_test_split(examples, test_size=0.2, random_state=seed, stratify=[e.label for e in examples])
+    train_part, validation = train_test_split(rest, test_size=0.1, random_state=seed, stratify=[e.label for e in rest])
+    return {"train": train_part, "validation": validation, "test": test}
+
+
 def load_dacon(path: Path = DACON_CSV, seed: int = 0) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """Shuffled (sentence, label id) pairs split in two halves: one to fit tokenizers/models, one to measure on."""
     label_ids = {label: index for index, label in enumerate(SENTENCE_TYPES)}

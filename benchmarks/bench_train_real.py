@@ -22,9 +22,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from bench_common import fixed_split
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from transformers.utils import logging as transformers_logging
 
 from kosenttype import SENTENCE_TYPES
@@ -56,15 +56,6 @@ def deduplicated(examples: list[Example]) -> tuple[list[Example], int, int]:
     conflicting = {text for text, labels in labels_by_text.items() if len(labels) > 1}
     kept = [Example(text, labels.pop()) for text, labels in labels_by_text.items() if text not in conflicting]
     return kept, len(examples) - len(labels_by_text), len(conflicting)
-
-
-def fixed_split(examples: list[Example]) -> dict[str, list[Example]]:
-    labels = [example.label for example in examples]
-    rest, test = train_test_split(examples, test_size=0.2, random_state=SEED, stratify=labels)
-    train_part, validation = train_test_split(
-        rest, test_size=0.1, random_state=SEED, stratify=[example.label for example in rest]
-    )
-    return {"train": train_part, "validation": validation, "test": test}
 
 
 def write_jsonl(path: Path, examples: list[Example]) -> Path:

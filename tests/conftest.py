@@ -68,6 +68,16 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The tiny models' ops take microseconds; with two threads on a shared, busy machine each op instead waits for
+    a descheduled thread (milliseconds). One thread for the module, and the setting put back afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_python(code: str, *, python: str = sys.executable, env: dict | None = None, timeout: int = 300) -> dict:
     """Run `code` in a fresh interpreter (no state shared with the test process) and return the JSON it prints last."""
     completed = subprocess.run(

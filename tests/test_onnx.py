@@ -22,6 +22,8 @@ from kosenttype import KoSentTypeForSequenceClassification, export_onnx, onnx_ba
 from kosenttype.engine import EngineSettings, load_classifier
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # The sentence type each of conftest's KOREAN_SENTENCES was written as (0 사실형, 1 추론형, 2 예측형, 3 대화형).
 WRITTEN_TYPES = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 0, 3]
 # A few hundred sentences of varied length: every sentence, every ordered pair, and some triples.
@@ -51,14 +53,6 @@ def trained_tiny_model(folder: Path, tokenizer, **config_overrides) -> Path:
     model.eval().save_pretrained(folder)
     save_tokenizer_for_hub(tokenizer, folder, max_length=TINY_MAX_LENGTH)
     return folder
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,8 @@ from kosenttype.errors import KoSentTypeError
 from kosenttype.predict import main
 from kosenttype.torch_backend import resolve_precision
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # Sentences of very different token lengths, in an order that length sorting must undo and restore.
 VARIED_SENTENCES = [
     KOREAN_SENTENCES[4] + " " + KOREAN_SENTENCES[6] + " " + KOREAN_SENTENCES[0],
@@ -35,16 +37,6 @@ VARIED_SENTENCES = [
     " ".join(KOREAN_SENTENCES),  # longer than the tiny model's 64 tokens: truncated
     "그렇다.",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model's ops take microseconds; with two threads on a shared, busy machine each op instead
-    waits for a descheduled thread (milliseconds). One thread here, and the setting put back afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -28,19 +28,13 @@ from conftest import KOREAN_SENTENCES
 from kosenttype.dynamic_batching import BatcherClosed, DynamicBatcher, QueueFull
 from kosenttype.predict import main as predict_main
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 LONG_SENTENCES = [" ".join(KOREAN_SENTENCES[index : index + 4]) for index in range(len(KOREAN_SENTENCES) - 3)]
 SENTENCES = KOREAN_SENTENCES + LONG_SENTENCES
 SCORE_TOLERANCE = 1e-5  # predict rounds to 6 decimals; batches of other shapes move fp32 sums by ~1e-7
 STARTUP_SECONDS = 180
 MAIN_OPTIONS = ("--max_input_length", "300", "--max_body_bytes", "20000", "--max_wait_ms", "20")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
