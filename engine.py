@@ -35,12 +35,23 @@ __all__ = [
     "Classifier",
     "EngineSettings",
     "heads_from_config",
+    "limit_threads",
     "load_classifier",
     "sigmoid",
     "softmax",
 ]
 
 BACKENDS = ("torch", "onnxruntime")
+
+
+def limit_threads(threads: int, backend: str) -> None:
+    """The math threads of this process: OpenMP's variable (what onnxruntime reads when its session starts) and,
+    for torch, its own setting."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def load_classifier(

@@ -173,17 +173,31 @@ def read_input_file(
 ) -> Iterator[InputRecord]:
     """The records of one input file, lazily; the file is closed when they are exhausted or the generator closed."""
     with open_input_file(input_file.path) as stream:
-        if input_file.format == "parquet":
-            yield from read_parquet_records(stream, name=input_file.path, text_column=text_column, id_column=id_column)
-        else:
-            yield from read_records(
-                stream,
-                input_file.format,
-                name=input_file.path,
-                text_column=text_column,
-                id_column=id_column,
-                max_line_bytes=max_line_bytes,
-            )
+        yield from read_stream_records(
+            stream,
+            input_file.format,
+            name=input_file.path,
+            text_column=text_column,
+            id_column=id_column,
+            max_line_bytes=max_line_bytes,
+        )
+
+
+def read_stream_records(
+    stream: BinaryIO,
+    input_format: str,
+    *,
+    name: str,
+    text_column: str | None = None,
+    id_column: str = "id",
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[InputRecord]:
+    """The records of an open input in any of the formats (Parquet, or what `readers.read_records` reads)."""
+    if input_format == "parquet":
+        return read_parquet_records(stream, name=name, text_column=text_column, id_column=id_column)
+    return read_records(
+        stream, input_format, name=name, text_column=text_column, id_column=id_column, max_line_bytes=max_line_bytes
+    )
 
 
 def read_parquet_records(

@@ -29,10 +29,11 @@ from kosenttype.engine import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_LENGTH,
     EngineSettings,
+    limit_threads,
 )
 from kosenttype.errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, run_command
-from kosenttype.input_files import FILE_FORMATS, file_format, read_parquet_records
-from kosenttype.readers import DEFAULT_MAX_LINE_BYTES, open_input, read_records
+from kosenttype.input_files import FILE_FORMATS, file_format, read_stream_records
+from kosenttype.readers import DEFAULT_MAX_LINE_BYTES, open_input
 from kosenttype.records import Prediction
 from kosenttype.writers import OUTPUT_FORMATS, infer_output_format, make_writer, open_output
 
@@ -152,18 +153,6 @@ def progress_bar() -> Iterator[Callable[[int], None] | None]:
         yield bar.update
 
 
-def set_threads(threads: int | None, backend: str) -> None:
-    """Threads for the backend's math: OMP_NUM_THREADS for onnxruntime, torch's own setting for torch."""
-    if threads is None:
-        return
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-    else:
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
 def quiet_progress_bars() -> None:
     """No download bars in logs and pipes (huggingface_hub's switch; the torch backend quiets its loading bar)."""
     if not sys.stderr.isatty():
@@ -182,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output != "-":
         check_writable_file(Path(args.output), "--output")
         refuse_input_as_output(args.output, [args.input], "--output")
-    set_threads(args.threads, args.backend)
+    if args.threads:
+        limit_threads(args.threads, args.backend)
     quiet_progress_bars()
     with open_input(args.input) as source:  # before loading the model: a typo in a path should fail fast
         classifier = load_from_arguments(args)
@@ -191,17 +181,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         summary = RunSummary()
-        records = (
-            read_parquet_records(source, name=args.input, text_column=args.text_column, id_column=args.id_column)
-            if input_format == "parquet"
-            else read_records(
-                source,
-                input_format,
-                name=args.input,
-                text_column=args.text_column,
-                id_column=args.id_column,
-                max_line_bytes=args.max_line_bytes,
-            )
+        records = read_stream_records(
+            source,
+            input_format,
+            name=args.input,
+            text_column=args.text_column,
+            id_column=args.id_column,
+            max_line_bytes=args.max_line_bytes,
         )
         with open_output(args.output) as destination, progress_bar() as progress:
             settings = EngineSettings(

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .atomic_output import atomic_binary_output, check_writable_file, refuse_input_as_output, staged_folder
-from .engine import EngineSettings, heads_from_config, load_classifier
+from .engine import EngineSettings, heads_from_config, limit_threads, load_classifier
 from .errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, one_line
 from .input_files import InputFile, expand_inputs, is_uri, read_input_file, uri_filesystem
 from .model_location import read_model_config
@@ -217,15 +217,6 @@ class InputFilesDatasource(Datasource):
 
 
 # --- the workers ---------------------------------------------------------------------------------------------
-
-
-def limit_threads(threads: int, backend: str) -> None:
-    """The math threads of this worker: OpenMP's variable before any backend starts, and torch's own setting."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
