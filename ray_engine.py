@@ -1,29 +1,6 @@
-"""`kosenttype-predict --engine ray`: the same prediction spread over the workers of a Ray cluster, or over the
-cores of this machine when no cluster is given.
-
-    kosenttype-predict --engine ray --model DIR --input corpus/ --output labels.jsonl          # local Ray, one file
-    kosenttype-predict --engine ray --ray_address auto --model ID --input s3://b/in/ --output s3://b/out/
-
-The pipeline is Ray Data's: one read task per input file streams its records (the local engine's readers, each
-record numbered by its file and position), a streaming repartition cuts them into blocks of `--chunk_size`
-records (the local engine's chunks), a fixed pool of worker actors, each holding the model once
-(`BlockClassifier`), classifies a block per call with `Classifier.classify_chunk`, the local engine's own
-batching; then either the driver writes one output file in input order with the local engine's writers, or the
-workers write one shard per block into an output folder. Records are therefore the local engine's, byte for
-byte: same ids, labels, rounded scores and error records.
-
-Order without holding the corpus: Ray Data is asked to deliver blocks in input order (`preserve_order`). A block
-that finished early waits in Ray's object store (spilled to disk when that fills), never in the driver, which
-holds one block at a time; the price is that one slow block holds back the writing of those after it, not their
-classification. Each record carries (file index, position), which the driver checks to be strictly increasing,
-so a block delivered twice or out of order would stop the run rather than corrupt the output. Shard outputs need
-no order: each shard is named after its first record (`part-FILE-POSITION`), so sorted shard names are input
-order, and a retried block rewrites its own shard instead of adding one.
-
-Failures: a worker that dies is restarted by Ray and its block run again (Ray Data's actor pools use
-max_restarts=-1, max_task_retries=-1); a node that dies takes its blocks with it and they are recomputed from
-their inputs. A local Ray instance started here listens on 127.0.0.1 only.
-"""
+"""`kosenttype-predict --engine ray`: the local engine's prediction spread over the workers of a Ray cluster (or the
+cores of this machine): one read task per input file, blocks of `--chunk_size` records, a pool of model workers
+running `Classifier.classify_chunk`, then one output file in input order or one shard per block (docs/ray.md)."""
 
 from __future__ import annotations
 
@@ -31,6 +8,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -38,8 +16,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stdout
-from dataclasses import dataclass, field, replace
+from contextlib import contextmanager, nullcontext, redirect_stdout
+from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
@@ -49,20 +28,18 @@ from .engine import EngineSettings, heads_from_config, limit_threads, load_class
 from .errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, one_line
 from .input_files import InputFile, expand_inputs, is_uri, read_input_file, uri_filesystem
 from .model_location import read_model_config
-from .records import InputRecord, LineError, Prediction
+from .records import InputRecord, Prediction
 from .writers import infer_output_format, json_line, make_writer, open_output
 
 LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-# Two switches Ray reads once, when it is imported, and only in this process (they are removed again after the
-# import, so the Ray processes it starts keep their defaults):
+# Ray reads these once, when imported, in this process only (they are removed again afterwards, so the processes it
+# starts keep their defaults): a local instance binds 127.0.0.1 only, not every interface; SIGTERM and Ctrl-C end a
+# run with the command's one line, not a C++ stack dump.
 IMPORT_SWITCHES = {
-    # A local instance binds 127.0.0.1 only, where Ray on Linux would listen on every interface. Connecting to a
-    # real cluster is unaffected: a driver there takes its address from its node's raylet.
-    LOCAL_ONLY_VARIABLE: "0",
-    # SIGTERM and Ctrl-C end a run with the command's one line, not with a C++ stack dump of this process.
-    "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1",
+    name: value
+    for name, value in {LOCAL_ONLY_VARIABLE: "0", "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1"}.items()
+    if name not in os.environ
 }
-IMPORT_SWITCHES = {name: value for name, value in IMPORT_SWITCHES.items() if name not in os.environ}
 os.environ.update(IMPORT_SWITCHES)
 try:
     import pyarrow as pa
@@ -80,116 +57,43 @@ finally:
 PROGRAM = "kosenttype-predict"
 LOOPBACK = "127.0.0.1"
 SHARD_FORMATS = ("parquet", "jsonl")
-# Reading a file and writing a shard are light next to running the model: they ask Ray for a quarter of a CPU,
-# so that they always fit beside a pool of workers that holds every whole CPU.
+# Reading a file and writing a shard ask Ray for a quarter of a CPU, so that they fit beside workers holding every CPU.
 IO_TASK_CPUS = 0.25
 ADDRESS_CHECK_SECONDS = 5.0
-
-INPUT_SCHEMA = pa.schema(
-    [
-        ("file_index", pa.int32()),
-        ("position", pa.int64()),
-        ("id", pa.string()),  # JSON text of the id, which may be a number, a string or null
-        ("text", pa.string()),
-        ("error_kind", pa.string()),
-        ("error_message", pa.string()),
-    ]
-)
-PREDICTION_SCHEMA = pa.schema(
-    [
-        ("file_index", pa.int32()),
-        ("position", pa.int64()),
-        ("id", pa.string()),
-        ("label", pa.string()),
-        ("score", pa.float64()),
-        ("top_k", pa.string()),  # JSON [[label, score], …]: the exact floats, for the driver to rebuild
-        ("attributes", pa.string()),  # JSON {axis: [label, score]}
-        ("error_kind", pa.string()),
-        ("error_message", pa.string()),
-    ]
-)
-
-
-# --- blocks: records and predictions as Arrow tables ----------------------------------------------------------
+# Input and prediction blocks: each record's key (file index, position from 1 in the file) and the record itself,
+# pickled, so that ids of every JSON type, errors and the exact score floats travel unchanged.
+BLOCK_SCHEMA = pa.schema([("file_index", pa.int32()), ("position", pa.int64()), ("record", pa.binary())])
 
 
 def records_block(file_index: int, first_position: int, records: list[InputRecord]) -> pa.Table:
-    """A block of input records; `position` numbers the file's records from 1, in file order."""
-    return pa.table(
-        {
-            "file_index": [file_index] * len(records),
-            "position": range(first_position, first_position + len(records)),
-            "id": [json.dumps(record.id) for record in records],
-            "text": [record.text for record in records],
-            "error_kind": [record.error.kind if record.error else None for record in records],
-            "error_message": [record.error.message if record.error else None for record in records],
-        },
-        schema=INPUT_SCHEMA,
-    )
+    positions = range(first_position, first_position + len(records))
+    columns = [[file_index] * len(records), positions, [pickle.dumps(record) for record in records]]
+    return pa.table(columns, schema=BLOCK_SCHEMA)
 
 
 def block_records(block: pa.Table) -> list[InputRecord]:
-    columns = block.select(["id", "text", "error_kind", "error_message"]).to_pydict()
-    return [
-        InputRecord(json.loads(record_id), text, LineError(kind, message) if kind else None)
-        for record_id, text, kind, message in zip(*columns.values(), strict=True)
-    ]
+    return [pickle.loads(record) for record in block["record"].to_pylist()]
 
 
 def predictions_block(block: pa.Table, predictions: list[Prediction]) -> pa.Table:
-    """The block's predictions, beside the record keys (file index, position, id) they came with."""
-    return pa.table(
-        {
-            "file_index": block["file_index"],
-            "position": block["position"],
-            "id": block["id"],
-            "label": [prediction.label for prediction in predictions],
-            "score": [prediction.score for prediction in predictions],
-            "top_k": [json.dumps(prediction.top_k) if prediction.top_k else None for prediction in predictions],
-            "attributes": [json.dumps(each.attributes) if each.attributes else None for each in predictions],
-            "error_kind": [prediction.error.kind if prediction.error else None for prediction in predictions],
-            "error_message": [prediction.error.message if prediction.error else None for prediction in predictions],
-        },
-        schema=PREDICTION_SCHEMA,
-    )
+    """The block's predictions under the keys of the records they came from."""
+    return block.set_column(2, "record", pa.array([pickle.dumps(each) for each in predictions], pa.binary()))
 
 
 def block_predictions(block: pa.Table) -> Iterator[tuple[tuple[int, int], Prediction]]:
-    """((file index, position), Prediction) for each row, the Prediction exactly as the worker made it."""
-    columns = block.to_pydict()
-    for file_index, position, record_id, label, score, top_k, attributes, kind, message in zip(
-        *columns.values(), strict=True
-    ):
-        prediction = Prediction(
-            json.loads(record_id),
-            label,
-            score,
-            [tuple(pair) for pair in json.loads(top_k)] if top_k else [],
-            {axis: tuple(pair) for axis, pair in json.loads(attributes).items()} if attributes else None,
-            LineError(kind, message) if kind else None,
-        )
-        yield (file_index, position), prediction
+    columns = block.to_pydict().values()
+    for file_index, position, record in zip(*columns, strict=True):
+        yield (file_index, position), pickle.loads(record)
 
 
-# --- reading: one read task per input file --------------------------------------------------------------------
+# --- reading and classifying ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReadOptions:
-    text_column: str | None
-    id_column: str
-    max_line_bytes: int
-    block_records: int
-
-
-def read_blocks(file_index: int, input_file: InputFile, options: ReadOptions) -> Iterator[pa.Table]:
-    """One input file's records as tables of `block_records` rows, so that no file is ever held as Python objects
-    (Ray merges what a task yields up to its block size in bytes; the repartition after the read cuts blocks)."""
-    records = read_input_file(
-        input_file, text_column=options.text_column, id_column=options.id_column, max_line_bytes=options.max_line_bytes
-    )
+def read_blocks(file_index: int, input_file: InputFile, reading: dict[str, Any], chunk_size: int) -> Iterator[pa.Table]:
+    """One file's records as tables of `chunk_size` rows, never the whole file as Python objects."""
+    records = read_input_file(input_file, **reading)
     position = 1
-    while chunk := list(islice(records, options.block_records)):
+    while chunk := list(islice(records, chunk_size)):
         yield records_block(file_index, position, chunk)
         position += len(chunk)
 
@@ -197,10 +101,9 @@ def read_blocks(file_index: int, input_file: InputFile, options: ReadOptions) ->
 class InputFilesDatasource(Datasource):
     """The input files as a Ray dataset: one read task per file, in the files' order."""
 
-    def __init__(self, files: list[InputFile], options: ReadOptions) -> None:
+    def __init__(self, files: list[InputFile], reading: dict[str, Any], chunk_size: int) -> None:
         super().__init__()
-        self.files = files
-        self.options = options
+        self.files, self.reading, self.chunk_size = files, reading, chunk_size
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -208,41 +111,21 @@ class InputFilesDatasource(Datasource):
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None):
         return [
             ReadTask(
-                lambda index=index, input_file=input_file: read_blocks(index, input_file, self.options),
+                partial(read_blocks, index, input_file, self.reading, self.chunk_size),
                 BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=[input_file.path]),
-                schema=INPUT_SCHEMA,
+                schema=BLOCK_SCHEMA,
             )
             for index, input_file in enumerate(self.files)
         ]
 
 
-# --- the workers ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    model: str
-    backend: str
-    device: str
-    precision: str
-    revision: str | None
-    trust_remote_code: bool
-
-
 class BlockClassifier:
-    """The callable class of `Dataset.map_batches`: Ray builds one per worker, which loads the model once, with
-    its thread count set before, and then classifies one block per call with the local engine's `classify_chunk`."""
+    """`map_batches`' callable class: Ray builds one per worker, which sets its threads, loads the model once and
+    classifies a block per call with the local engine's `classify_chunk`."""
 
-    def __init__(self, model: ModelOptions, settings: EngineSettings, threads: int) -> None:
-        limit_threads(threads, model.backend)
-        self.classifier = load_classifier(
-            model.model,
-            backend=model.backend,
-            device=model.device,
-            precision=model.precision,
-            revision=model.revision,
-            trust_remote_code=model.trust_remote_code,
-        )
+    def __init__(self, model: str, loading: dict[str, Any], settings: EngineSettings, threads: int) -> None:
+        limit_threads(threads, loading["backend"])
+        self.classifier = load_classifier(model, **loading)
         self.settings = settings
 
     def __call__(self, block: pa.Table) -> pa.Table:
@@ -254,8 +137,6 @@ class BlockClassifier:
 
 @dataclass
 class JobCounts:
-    """What the job did, for the summary line and the exit status."""
-
     classified: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     first_result_at: float | None = None  # time.perf_counter() when the driver got its first block, if it did
@@ -266,14 +147,6 @@ class JobCounts:
         else:
             self.failures[prediction.error.kind] += 1
 
-    def merge(self, other: JobCounts) -> None:
-        self.classified += other.classified
-        self.failures.update(other.failures)
-
-    @property
-    def total(self) -> int:
-        return self.classified + sum(self.failures.values())
-
 
 def is_folder_output(path: str) -> bool:
     """A path ending with / (or an existing folder) asks for shards; anything else for one file."""
@@ -282,41 +155,30 @@ def is_folder_output(path: str) -> bool:
 
 def shard_format(path: str, requested: str | None) -> str:
     """--output_format (parquet or jsonl), else the folder name's suffix (out.jsonl/), else Parquet."""
-    if requested:
-        if requested not in SHARD_FORMATS:
-            raise KoSentTypeError(f"--output_format {requested}: an output folder takes parquet or jsonl shards")
-        return requested
+    if requested and requested not in SHARD_FORMATS:
+        raise KoSentTypeError(f"--output_format {requested}: an output folder takes parquet or jsonl shards")
     suffix = Path(path.rstrip("/" + os.sep)).suffix.lower().lstrip(".")
-    return "jsonl" if suffix in ("jsonl", "ndjson", "json") else "parquet"
-
-
-def shard_record(prediction: Prediction, input_file: str, position: int, with_top_k: bool) -> dict[str, Any]:
-    """The local engine's output record, followed by where it came from (file and record number in it)."""
-    return {**prediction.to_record(with_top_k), "input_file": input_file, "input_record": position}
+    return requested or ("jsonl" if suffix in ("jsonl", "ndjson", "json") else "parquet")
 
 
 def shard_table(records: list[dict[str, Any]], with_top_k: bool, with_attributes: bool) -> pa.Table:
-    """Shard records as a Parquet table with the CSV output's columns: the id as text (JSON for non-strings),
-    top_k and attributes as JSON text, plus input_file and input_record; every shard has the same schema."""
-    columns: list[tuple[str, pa.DataType]] = [("id", pa.string()), ("label", pa.string()), ("score", pa.float64())]
-    columns += [("top_k", pa.string())] * with_top_k + [("attributes", pa.string())] * with_attributes
-    columns += [("error", pa.string()), ("input_file", pa.string()), ("input_record", pa.int64())]
-    values: dict[str, list[Any]] = {name: [] for name, _ in columns}
-    for record in records:
-        for name in values:
-            value = record.get(name)
-            if name == "id" and value is not None and not isinstance(value, str):
-                value = json.dumps(value)
-            elif name in ("top_k", "attributes") and value is not None:
-                value = json.dumps(value, ensure_ascii=False)
-            values[name].append(value)
-    return pa.table(values, schema=pa.schema(columns))
+    """The CSV output's columns (a non-string id, top_k and attributes as JSON text) plus input_file and
+    input_record, the same in every shard."""
+    names = ["id", "label", "score", *["top_k"] * with_top_k, *["attributes"] * with_attributes, "error"]
+    values = {name: [record.get(name) for record in records] for name in [*names, "input_file", "input_record"]}
+    values["id"] = [value if value is None or isinstance(value, str) else json.dumps(value) for value in values["id"]]
+    for nested in ("top_k", "attributes"):
+        if nested in values:
+            values[nested] = [
+                None if value is None else json.dumps(value, ensure_ascii=False) for value in values[nested]
+            ]
+    types = {"score": pa.float64(), "input_record": pa.int64()}
+    return pa.table(values, schema=pa.schema([(name, types.get(name, pa.string())) for name in values]))
 
 
 @contextmanager
 def shard_stream(folder: str, name: str) -> Iterator[io.RawIOBase]:
-    """A shard file to write: on a local path beside its final name, renamed into place when complete; in
-    object storage an object, which appears whole when the stream closes."""
+    """A local shard is written beside its final name and renamed into place; an object appears whole on close."""
     if not is_uri(folder):
         os.makedirs(folder, exist_ok=True)
         with atomic_binary_output(os.path.join(folder, name)) as stream:
@@ -332,52 +194,47 @@ class ShardSink(Datasink):
     and a block that is run again rewrites its own shard. Each write returns its counts to the driver."""
 
     def __init__(self, folder: str, shard_format: str, files: list[str], with_top_k: bool, with_attributes: bool):
-        self.folder = folder
-        self.shard_format = shard_format
-        self.files = files
-        self.with_top_k = with_top_k
-        self.with_attributes = with_attributes
+        self.folder, self.shard_format, self.files = folder, shard_format, files
+        self.with_top_k, self.with_attributes = with_top_k, with_attributes
         self.counts = JobCounts()
 
     def on_write_start(self, schema: Any = None) -> None:
-        """The folder, created once by the driver where a filesystem has folders (file://, hdfs://); object stores
-        just record an empty marker."""
+        """The folder, created once where a filesystem has folders (file://, hdfs://); object stores ignore it."""
         if is_uri(self.folder):
             filesystem, path = uri_filesystem(self.folder)
             filesystem.create_dir(path.rstrip("/"), recursive=True)
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> JobCounts:
         counts = JobCounts()
-        for block in blocks:
-            table = BlockAccessor.for_block(block).to_arrow()
-            if table.num_rows:
-                self.write_shard(table, counts)
+        for table in (BlockAccessor.for_block(block).to_arrow() for block in blocks):
+            if not table.num_rows:
+                continue
+            records = []
+            for (file_index, position), prediction in block_predictions(table):
+                record = prediction.to_record(self.with_top_k)
+                records.append({**record, "input_file": self.files[file_index], "input_record": position})
+                counts.add(prediction)
+            name = f"part-{table['file_index'][0].as_py():06d}-{table['position'][0].as_py():012d}.{self.shard_format}"
+            with shard_stream(self.folder, name) as stream:
+                if self.shard_format == "parquet":
+                    import pyarrow.parquet as pq
+
+                    pq.write_table(shard_table(records, self.with_top_k, self.with_attributes), stream)
+                else:
+                    stream.write("".join(json_line(record) for record in records).encode("utf-8"))
         return counts
-
-    def write_shard(self, table: pa.Table, counts: JobCounts) -> None:
-        records = []
-        for (file_index, position), prediction in block_predictions(table):
-            records.append(shard_record(prediction, self.files[file_index], position, self.with_top_k))
-            counts.add(prediction)
-        first_file, first_position = table["file_index"][0].as_py(), table["position"][0].as_py()
-        name = f"part-{first_file:06d}-{first_position:012d}.{self.shard_format}"
-        with shard_stream(self.folder, name) as stream:
-            if self.shard_format == "parquet":
-                import pyarrow.parquet as pq
-
-                pq.write_table(shard_table(records, self.with_top_k, self.with_attributes), stream)
-            else:
-                stream.write("".join(json_line(record) for record in records).encode("utf-8"))
 
     def on_write_complete(self, write_result: Any) -> None:
         for counts in write_result.write_returns:
-            self.counts.merge(counts)
+            self.counts.classified += counts.classified
+            self.counts.failures.update(counts.failures)
 
 
 def write_in_order(
     dataset: ray.data.Dataset, stream: TextIO, output_format: str, with_top_k: bool, with_attributes: bool
 ) -> JobCounts:
-    """One output file (or standard output) in input order, through the local engine's writers."""
+    """One output file (or standard output) in input order, through the local engine's writers; a record key that
+    does not increase (a block delivered twice or out of order) stops the run rather than corrupt the output."""
     counts = JobCounts()
     last_key = (-1, 0)
     writer = make_writer(output_format, stream, with_top_k, with_attributes)
@@ -397,26 +254,17 @@ def write_in_order(
 # --- connecting to Ray -----------------------------------------------------------------------------------------
 
 
-def address_endpoint(address: str) -> tuple[str, int] | None:
-    """(host, port) of ray://HOST:PORT or HOST:PORT (or of RAY_ADDRESS for `auto`), to check before Ray tries."""
+def check_reachable(address: str) -> None:
+    """Refuse in seconds an address nothing answers on: Ray's own connect retries for minutes, deaf to signals."""
     if address == "auto":
         address = os.environ.get("RAY_ADDRESS", "")
         if not address or address == "auto":
-            return None
-    host_port = address.split("://", 1)[-1].rstrip("/")
-    host, separator, port = host_port.rpartition(":")
+            return
+    host, separator, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
     if not separator or not port.isdigit():
         raise KoSentTypeError(f"--ray_address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
-    return host.strip("[]"), int(port)
-
-
-def check_reachable(address: str) -> None:
-    """Refuse in seconds an address nothing answers on: Ray's own connect retries for minutes, deaf to signals."""
-    endpoint = address_endpoint(address)
-    if endpoint is None:
-        return
     try:
-        socket.create_connection(endpoint, timeout=ADDRESS_CHECK_SECONDS).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_CHECK_SECONDS).close()
     except OSError as error:
         reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or one_line(error))
         raise KoSentTypeError(
@@ -425,21 +273,15 @@ def check_reachable(address: str) -> None:
         ) from error
 
 
-def quiet_ray_logging() -> None:
-    """Ray Data's console messages off: its session log (/tmp/ray/session_latest/logs/ray-data.log) keeps them,
-    and a run reports in its own lines, with the one line of what stopped it."""
+def init_ray(**options: Any) -> None:
+    """`ray.init` with Ray Data's console messages off (its session log keeps them) and the command's SIGTERM
+    handling kept (see errors.run_command): Ray replaces it with a bare sys.exit(15) that says nothing."""
     for handler in logging.getLogger("ray.data").handlers:
         if handler.name == "console":
             handler.setLevel(logging.CRITICAL)
-
-
-@contextmanager
-def own_sigterm_handling() -> Iterator[None]:
-    """Keep the command's SIGTERM handling (an exception that unwinds every `with`, see errors.run_command):
-    `ray.init` replaces it with a bare sys.exit(15), which ends the run with status 15 and no line saying why."""
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        yield
+        ray.init(logging_level=logging.ERROR, log_to_driver=False, **options)
     finally:
         if previous is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
@@ -447,15 +289,7 @@ def own_sigterm_handling() -> Iterator[None]:
 
 def start_local_ray(num_cpus: int) -> None:
     """A private Ray instance on this machine: `num_cpus` logical CPUs, no dashboard, loopback only."""
-    quiet_ray_logging()
-    with own_sigterm_handling():
-        ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            _node_ip_address=LOOPBACK,
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-        )
+    init_ray(num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK)
     if ray.util.get_node_ip_address() != LOOPBACK:  # Ray was imported before this module could switch it
         ray.shutdown()
         raise KoSentTypeError(
@@ -464,33 +298,24 @@ def start_local_ray(num_cpus: int) -> None:
         )
 
 
-def connect_to_cluster(address: str) -> None:
-    """Join a running cluster as its driver (from one of its nodes, or through Ray Client with ray://)."""
-    quiet_ray_logging()
-    try:
-        with own_sigterm_handling():
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-    except (ConnectionError, ValueError, RuntimeError) as error:
-        message = f"cannot connect to the Ray cluster at {address}: {one_line(error)}"
-        raise KoSentTypeError(message) from error
-
-
 @contextmanager
 def ray_session(address: str | None, local_cpus: int) -> Iterator[bool]:
-    """Ray for the length of the block; yields whether it is this machine's own instance (started here or by the
-    caller). An instance the caller already started is used as it is and left running."""
+    """Ray for the length of the block (an instance the caller started is used and left running); yields whether
+    it runs on this machine only."""
     if address:
         check_reachable(address)
-    # Ray's C++ core logs to this terminal; at its default level that includes a warning every Ray Data job
-    # triggers (constructor arguments in the object store). Errors that matter reach the run as exceptions.
+    # Ray's C++ core would log to this terminal, at its default level a warning every Ray Data job triggers.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     if ray.is_initialized():
         yield not address
         return
-    if address:
-        connect_to_cluster(address)
-    else:
+    if not address:
         start_local_ray(local_cpus)
+    else:
+        try:
+            init_ray(address=address)
+        except (ConnectionError, ValueError, RuntimeError) as error:
+            raise KoSentTypeError(f"cannot connect to the Ray cluster at {address}: {one_line(error)}") from error
     try:
         yield not address
     finally:
@@ -512,37 +337,28 @@ class Workers:
 
 
 def plan_workers(requested: int | None, threads: int, device: str, resources: Mapping[str, float]) -> Workers:
-    """How many workers, with how many threads and GPUs each, fit the Ray cluster's resources.
-
-    GPUs are used when Ray sees some and --device isn't cpu: one GPU per worker, a worker per GPU by default.
-    On CPUs a worker per `threads` CPUs by default, keeping a quarter of a CPU for reading and writing tasks.
-    """
+    """Workers that fit the cluster: with GPUs (when Ray sees some and --device isn't cpu) one GPU each, a worker per
+    GPU by default; else a worker per `threads` CPUs. A quarter of a CPU stays for reading and writing tasks."""
     cpus, gpus = resources.get("CPU", 0.0), int(resources.get("GPU", 0.0))
     use_gpus = gpus > 0 and device != "cpu"
     if device.startswith("cuda") and not use_gpus:
         raise KoSentTypeError(f"--device {device}: the Ray cluster has no GPUs (use --device cpu or auto)")
-    if use_gpus:
-        count = requested or gpus
-        needed = f"{count} GPUs"
-        fits = count <= gpus and count * threads + IO_TASK_CPUS <= cpus
-    else:
-        count = requested or max(1, int((cpus - IO_TASK_CPUS) // threads))
-        needed = f"{count * threads + IO_TASK_CPUS:g} CPUs"
-        fits = count * threads + IO_TASK_CPUS <= cpus
-    if not fits:
+    count = requested or (gpus if use_gpus else max(1, int((cpus - IO_TASK_CPUS) // threads)))
+    needed_cpus = count * threads + IO_TASK_CPUS
+    if needed_cpus > cpus or (use_gpus and count > gpus):
+        needed = f"{count} GPUs" if use_gpus else f"{needed_cpus:g} CPUs"
         raise KoSentTypeError(
             f"{count} workers × {threads} threads need {needed} with reading and writing, but the Ray cluster has "
             f"{cpus:g} CPUs and {gpus} GPUs; lower --num_workers or --threads_per_worker"
         )
-    return Workers(count, threads, 1 if use_gpus else 0)
+    return Workers(count, threads, int(use_gpus))
 
 
 def model_heads(model: str, revision: str | None) -> dict[str, list[str]]:
-    """The model's heads from its config.json, read on the driver: a wrong --model fails before Ray starts, and
-    the output's columns (attributes or not) are known before the first record."""
-    config = read_model_config(model, revision)
+    """The heads from config.json, read on the driver: a wrong --model fails before Ray starts, and the output's
+    columns (attributes or not) are known before the first record."""
     try:
-        return heads_from_config(config)
+        return heads_from_config(read_model_config(model, revision))
     except (ValueError, KeyError, TypeError) as error:
         message = f"cannot load model {model}: its config.json is unreadable ({one_line(error)})"
         raise KoSentTypeError(message) from error
@@ -565,72 +381,6 @@ def ray_failure(error: BaseException) -> KoSentTypeError | None:
     return None
 
 
-@contextmanager
-def ray_errors_as_one_line() -> Iterator[None]:
-    """A bad input or model found inside a Ray task stops the run with its own one-line message."""
-    try:
-        yield
-    except Exception as error:
-        found = ray_failure(error)
-        if found is None:
-            raise
-        raise found from error
-
-
-def configure_data_context(in_order: bool) -> None:
-    context = DataContext.get_current()
-    context.execution_options.preserve_order = in_order
-    context.enable_progress_bars = sys.stderr.isatty()
-    context.print_on_execution_start = False
-
-
-def build_dataset(
-    files: list[InputFile], read: ReadOptions, model: ModelOptions, settings: EngineSettings, workers: Workers
-) -> ray.data.Dataset:
-    """Read → classify on a fixed pool of workers. GPU workers get batches of exactly `chunk_size` records (Ray
-    requires a batch size with GPUs); CPU workers get whole blocks, which are the local engine's chunks."""
-    device = "cuda" if workers.gpus else "cpu"
-    # A read task's blocks are merged up to Ray's block size in bytes (128 MiB), so blocks of `chunk_size` records
-    # are cut afterwards, by a streaming repartition; one read task per file is asked for, or Ray would split them.
-    source = InputFilesDatasource(files, read)
-    records = ray.data.read_datasource(source, override_num_blocks=len(files), num_cpus=IO_TASK_CPUS)
-    return records.repartition(target_num_rows_per_block=read.block_records).map_batches(
-        BlockClassifier,
-        fn_constructor_kwargs={
-            "model": replace(model, device=device),
-            "settings": settings,
-            "threads": workers.threads,
-        },
-        batch_size=read.block_records if workers.gpus else None,
-        batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=workers.count),
-        num_cpus=workers.threads,
-        num_gpus=workers.gpus or None,
-    )
-
-
-def local_input_paths(files: list[InputFile]) -> list[str]:
-    return [input_file.path for input_file in files if not is_uri(input_file.path)]
-
-
-def check_output(output: str, files: list[InputFile], folder: bool) -> None:
-    """Refuse before starting: an output that is an input, a missing or read-only folder, a non-empty folder."""
-    if output == "-":
-        return
-    if is_uri(output):
-        if not folder:
-            raise KoSentTypeError(f"--output {output}: give object storage a folder (ending with /) for shards")
-        if not folder_is_empty(output):
-            raise KoSentTypeError(f"--output {output}: the folder is not empty; choose a new or empty folder")
-        return
-    refuse_input_as_output(output.rstrip("/" + os.sep) if folder else output, local_input_paths(files), "--output")
-    if folder:
-        if not folder_is_empty(output):
-            raise KoSentTypeError(f"--output {output}: the folder is not empty; choose a new or empty folder")
-    else:
-        check_writable_file(Path(output), "--output")
-
-
 def folder_is_empty(folder: str) -> bool:
     """No file under the folder (or prefix, in object storage), or no such folder yet."""
     if not is_uri(folder):
@@ -642,21 +392,31 @@ def folder_is_empty(folder: str) -> bool:
     return not any(entry.is_file for entry in listing)
 
 
+def check_output(output: str, files: list[InputFile], folder: bool) -> None:
+    """Refuse before starting: an output that is an input, a missing or read-only folder, a non-empty folder."""
+    if output == "-":
+        return
+    if is_uri(output) and not folder:
+        raise KoSentTypeError(f"--output {output}: give object storage a folder (ending with /) for shards")
+    if not is_uri(output):
+        local_inputs = [input_file.path for input_file in files if not is_uri(input_file.path)]
+        refuse_input_as_output(output.rstrip("/" + os.sep) if folder else output, local_inputs, "--output")
+    if folder and not folder_is_empty(output):
+        raise KoSentTypeError(f"--output {output}: the folder is not empty; choose a new or empty folder")
+    if not folder:
+        check_writable_file(Path(output), "--output")
+
+
 @dataclass
 class RayJob:
     """Everything a run needs, checked before Ray starts."""
 
+    args: Any
     files: list[InputFile]
-    output: str
     folder_output: bool
     output_format: str
-    read: ReadOptions
-    model: ModelOptions
     settings: EngineSettings
-    heads: dict[str, list[str]]
-    address: str | None
-    num_workers: int | None
-    threads: int
+    with_attributes: bool
 
     @classmethod
     def from_args(cls, args: Any) -> RayJob:
@@ -666,78 +426,82 @@ class RayJob:
         folder = is_folder_output(args.output)
         if folder:
             output_format = shard_format(args.output, args.output_format)
-        elif args.output_format not in (None, *("jsonl", "csv")):
+        elif args.output_format not in (None, "jsonl", "csv"):
             raise KoSentTypeError(f"--output_format {args.output_format} needs an output folder (end it with /)")
         else:
             output_format = infer_output_format(args.output, args.output_format)
         check_output(args.output, files, folder)
-        return cls(
-            files=files,
-            output=args.output,
-            folder_output=folder,
-            output_format=output_format,
-            read=ReadOptions(args.text_column, args.id_column, args.max_line_bytes, args.chunk_size),
-            model=ModelOptions(
-                str(args.model), args.backend, args.device, args.precision, args.revision, args.trust_remote_code
-            ),
-            settings=EngineSettings(
-                args.batch_size, args.max_length, args.top_k, args.chunk_size, args.max_batch_tokens
-            ),
-            heads=model_heads(str(args.model), args.revision),
-            address=args.ray_address or os.environ.get("RAY_ADDRESS"),  # set for a `ray job submit` entrypoint
-            num_workers=args.num_workers,
-            threads=args.threads_per_worker or 1,
+        settings = EngineSettings(args.batch_size, args.max_length, args.top_k, args.chunk_size, args.max_batch_tokens)
+        return cls(args, files, folder, output_format, settings, len(model_heads(str(args.model), args.revision)) > 1)
+
+    def build_dataset(self, workers: Workers) -> ray.data.Dataset:
+        """Read, cut into blocks of `chunk_size` records, classify on a fixed pool of workers. A read task's blocks
+        are merged up to Ray's block size in bytes, hence the streaming repartition. GPU workers get batches of
+        exactly `chunk_size` records (Ray requires a batch size with GPUs); CPU workers get whole blocks."""
+        args, chunk_size = self.args, self.settings.chunk_size
+        context = DataContext.get_current()
+        context.execution_options.preserve_order = not self.folder_output
+        context.enable_progress_bars = sys.stderr.isatty()
+        context.print_on_execution_start = False
+        reading = {"text_column": args.text_column, "id_column": args.id_column, "max_line_bytes": args.max_line_bytes}
+        source = InputFilesDatasource(self.files, reading, chunk_size)
+        records = ray.data.read_datasource(source, override_num_blocks=len(self.files), num_cpus=IO_TASK_CPUS)
+        loading = {
+            "backend": args.backend,
+            "device": "cuda" if workers.gpus else "cpu",
+            "precision": args.precision,
+            "revision": args.revision,
+            "trust_remote_code": args.trust_remote_code,
+        }
+        return records.repartition(target_num_rows_per_block=chunk_size).map_batches(
+            BlockClassifier,
+            fn_constructor_kwargs={
+                "model": str(args.model),
+                "loading": loading,
+                "settings": self.settings,
+                "threads": workers.threads,
+            },
+            batch_size=chunk_size if workers.gpus else None,
+            batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=workers.count),
+            num_cpus=workers.threads,
+            num_gpus=workers.gpus or None,
         )
-
-    @property
-    def with_attributes(self) -> bool:
-        return len(self.heads) > 1
-
-    def local_cpus(self) -> int:
-        """CPUs of a local instance: the workers' threads (one worker per core by default) plus one for I/O."""
-        workers = self.num_workers or max(1, (os.cpu_count() or 1) // self.threads)
-        return workers * self.threads + 1
-
-    def single_output(self) -> AbstractContextManager[TextIO | None]:
-        """The output file (or standard output) when one is asked for, opened before Ray starts (see the run)."""
-        return nullcontext() if self.folder_output else open_output(self.output)
 
     def run(self, workers: Workers, own_machine: bool, stream: TextIO | None) -> JobCounts:
-        with ray_errors_as_one_line():
-            configure_data_context(in_order=not self.folder_output)
-            dataset = build_dataset(self.files, self.read, self.model, self.settings, workers)
+        """The job; a KoSentTypeError raised inside a Ray task stops it with its own one line."""
+        try:
+            dataset = self.build_dataset(workers)
+            with_top_k = self.settings.top_k > 1
             if stream is not None:
-                return write_in_order(
-                    dataset, stream, self.output_format, self.settings.top_k > 1, self.with_attributes
-                )
-            if own_machine and not is_uri(self.output):  # a folder this machine's workers fill: whole or nothing
-                with staged_folder(Path(self.output), replace=False) as staging:
-                    return self.write_shards(dataset, str(staging))
-            return self.write_shards(dataset, self.output)
-
-    def write_shards(self, dataset: ray.data.Dataset, folder: str) -> JobCounts:
-        sink = ShardSink(
-            folder,
-            self.output_format,
-            [input_file.path for input_file in self.files],
-            self.settings.top_k > 1,
-            self.with_attributes,
-        )
-        dataset.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
-        return sink.counts
+                return write_in_order(dataset, stream, self.output_format, with_top_k, self.with_attributes)
+            files = [input_file.path for input_file in self.files]
+            output = self.args.output
+            # a folder this machine's workers fill is staged: whole or nothing
+            staged = staged_folder(Path(output), replace=False) if own_machine and not is_uri(output) else None
+            with staged or nullcontext(output) as folder:
+                sink = ShardSink(str(folder), self.output_format, files, with_top_k, self.with_attributes)
+                dataset.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
+            return sink.counts
+        except Exception as error:
+            found = ray_failure(error)
+            if found is None:
+                raise
+            raise found from error
 
 
 def summary_line(counts: JobCounts, started: float, workers: Workers, destination: str) -> str:
     """The run's report; with a single output also when the first records came back, the job's fixed cost
     (starting Ray and the workers, loading the model) plus one block's work."""
     seconds = time.perf_counter() - started
-    failed = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.failures.items()))
-    failed_part = f", {sum(counts.failures.values())} failed ({failed})" if counts.failures else ""
+    failed = sum(counts.failures.values())
+    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.failures.items()))
+    failed_part = f", {failed} failed ({kinds})" if failed else ""
     rate = counts.classified / seconds if seconds > 0 else 0.0
     first = f"; first result after {counts.first_result_at - started:.1f} s" if counts.first_result_at else ""
     return (
-        f"{PROGRAM}: {counts.total} records: {counts.classified} classified{failed_part} in {seconds:.1f} s "
-        f"({rate:.1f} sentences/s{first}) on Ray, {workers.describe()} -> {destination}"
+        f"{PROGRAM}: {counts.classified + failed} records: {counts.classified} classified{failed_part} in "
+        f"{seconds:.1f} s ({rate:.1f} sentences/s{first}) on Ray, {workers.describe()} -> {destination}"
     )
 
 
@@ -747,19 +511,23 @@ def run_ray_prediction(args: Any) -> int:
     Exit status as the local engine's: 0 every record classified, 1 some failed (see their `error`)."""
     started = time.perf_counter()
     job = RayJob.from_args(args)
-    # Ray prints its workers' errors with print(): to stderr with them, since the output may be standard output.
+    threads = args.threads_per_worker or 1
+    # a local instance's CPUs: the workers' threads (one worker per core by default) plus one for I/O
+    local_cpus = (args.num_workers or max(1, (os.cpu_count() or 1) // threads)) * threads + 1
+    address = args.ray_address or os.environ.get("RAY_ADDRESS")  # set for a `ray job submit` entrypoint
+    # The output file is opened before Ray starts; Ray prints its workers' errors with print(): to stderr with them.
     with (
-        job.single_output() as stream,
+        nullcontext() if job.folder_output else open_output(args.output) as stream,
         redirect_stdout(sys.stderr),
-        ray_session(job.address, job.local_cpus()) as own_machine,
+        ray_session(address, local_cpus) as own_machine,
     ):
-        workers = plan_workers(job.num_workers, job.threads, job.model.device, ray.cluster_resources())
+        workers = plan_workers(args.num_workers, threads, args.device, ray.cluster_resources())
         print(
-            f"{PROGRAM}: {job.model.model} on Ray ({job.model.backend}, {workers.describe()}): "
+            f"{PROGRAM}: {args.model} on Ray ({args.backend}, {workers.describe()}): "
             f"{len(job.files)} input file{'s' * (len(job.files) != 1)}",
             file=sys.stderr,
         )
         counts = job.run(workers, own_machine, stream)
-    destination = "standard output" if job.output == "-" else job.output
+    destination = "standard output" if args.output == "-" else args.output
     print(summary_line(counts, started, workers, destination), file=sys.stderr)
     return EXIT_SOME_FAILED if counts.failures else EXIT_OK
