@@ -1,9 +1,5 @@
-"""The `Classifier`: a loaded model's backend and tokenizer, and everything that is the same for every backend.
-
-Tokenizing with the `tokenizers` library, sorting by length and batching by a token budget, turning logits into
-labels, restoring input order, and error records for what can't be classified. A backend (torch_backend,
-onnx_backend) only runs the network: token ids in, one logits array per head out. No torch, no transformers here.
-"""
+"""The `Classifier`: a backend and a tokenizer, and all that is the same on every backend: tokenizing, length-sorted
+token-budgeted batching, logits to labels in input order, error records. A backend only runs the network."""
 
 from __future__ import annotations
 
@@ -20,11 +16,11 @@ from .model_limits import model_max_length
 from .records import InputRecord, LineError, Prediction, sentence_record
 
 TYPE_HEAD = "type"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_LENGTH = 256
-# On a CPU, batches of about a thousand tokens ran fastest (benchmarks/bench_predict.py, 12-layer model, fp32, bf16
-# and int8 alike: up to 20% faster than 4,096-token batches, whose activations no longer fit the caches). GPUs
-# want the largest batch that fits, so they get no token limit by default.
+# On a CPU, ~1,000-token batches ran up to 20% faster than 4,096 (benchmarks/bench_predict.py: bigger activations
+# leave the caches). GPUs want the largest batch that fits: no token limit by default.
 CPU_BATCH_TOKENS = 1024
 
 
@@ -64,12 +60,8 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Classifier:
-    """A loaded model, ready to classify: its backend, its tokenizer, and what its config says about its heads.
-
-    `heads` maps "type" (the sequence-classification head) and each attribute head to its label names, in
-    order. `max_length` is the most tokens the encoder takes. `multi_label` heads get a sigmoid per label instead
-    of a softmax, as `pipeline` does.
-    """
+    """A loaded model: `heads` maps "type" and each attribute head to its labels, `max_length` is the most tokens
+    the encoder takes, and a `multi_label` model gets a sigmoid per label instead of a softmax, as in `pipeline`."""
 
     backend: Backend
     tokenizer: Tokenizer
@@ -114,13 +106,11 @@ class Classifier:
         return [len(encoding.ids) for encoding in self._tokenizer_truncating_at(None).encode_batch(list(texts))]
 
     def _tokenizer_truncating_at(self, max_length: int | None) -> Tokenizer:
-        """A private copy of the tokenizer per truncation length (None: none). `enable_truncation` changes a
-        tokenizer in place, so one shared by threads (the server's) or by runs with other lengths would race;
-        encoding itself is safe to share."""
+        """A private tokenizer per truncation length: `enable_truncation` changes a tokenizer in place, which would
+        race between threads (the server's) or runs with other lengths; encoding itself is safe to share."""
         tokenizer = self._tokenizers.get(max_length)
         if tokenizer is None:
-            tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
-            tokenizer.no_padding()
+            tokenizer = Tokenizer.from_str(self.tokenizer.to_str())  # unpadded: see classifier_from_config
             if max_length is None:
                 tokenizer.no_truncation()
             else:
@@ -157,21 +147,14 @@ class Classifier:
     def classify_chunk(self, chunk: Sequence[InputRecord], settings: EngineSettings) -> list[Prediction]:
         """Classify records that fit in memory together: error records pass through, the rest run batched."""
         texts = [record.text for record in chunk if record.error is None]
-        if not texts:
-            return [Prediction(record.id, error=record.error) for record in chunk]
-        probabilities = {
-            head: self.probabilities(values, head) for head, values in self.logits(texts, settings).items()
-        }
-        predictions, row = [], 0
-        for record in chunk:
-            if record.error is not None:
-                predictions.append(Prediction(record.id, error=record.error))
-                continue
-            predictions.append(
-                self.prediction(record.id, {head: scores[row] for head, scores in probabilities.items()}, settings)
-            )
-            row += 1
-        return predictions
+        scores = {head: self.probabilities(values, head) for head, values in self.logits(texts, settings).items()}
+        rows = ({head: values[row] for head, values in scores.items()} for row in range(len(texts)))
+        return [
+            Prediction(record.id, error=record.error)
+            if record.error
+            else self.prediction(record.id, next(rows), settings)
+            for record in chunk
+        ]
 
     def prediction(
         self, record_id: Any, probabilities: Mapping[str, np.ndarray], settings: EngineSettings
@@ -181,7 +164,7 @@ class Classifier:
             message = "the model produced non-finite scores (NaN or inf); its weights may be corrupt"
             return Prediction(record_id, error=LineError("non_finite", message))
         type_scores = probabilities[TYPE_HEAD]
-        ranked = np.argsort(-type_scores, kind="stable")[: min(settings.top_k, len(type_scores))]
+        ranked = np.argsort(-type_scores, kind="stable")[: settings.top_k]
         top_k = [(self.labels[index], float(type_scores[index])) for index in ranked]
         attributes = {
             head: (labels[int(probabilities[head].argmax())], float(probabilities[head].max()))
@@ -200,13 +183,9 @@ class Classifier:
         max_batch_tokens: int | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> Iterator[Prediction]:
-        """Classify `sentences` lazily, yielding one `Prediction` per sentence in input order (`id` = its index).
-
-        A blank or non-string item yields a Prediction with `error` set instead of raising, as a bad line does
-        in the command. A batch holds at most `batch_size` sentences and, padded, at most `max_batch_tokens` tokens
-        (None: 1,024 on a CPU, no limit on a GPU; 0: no limit). `progress` is called with the number of sentences
-        each batch finished.
-        """
+        """One `Prediction` per sentence, lazily, in input order (`id` = its index); a blank or non-string item
+        gets one with `error` set instead of raising. Settings as in `EngineSettings`; `progress` is called with
+        the number of sentences each batch finished."""
         records = (sentence_record(index, text, f"item {index}") for index, text in enumerate(sentences))
         settings = EngineSettings(batch_size, max_length, top_k, chunk_size, max_batch_tokens, progress)
         return self.classify_records(records, settings)

@@ -1,16 +1,14 @@
-"""What the commands that run a model share on the command line: the model options, loading from them, and the
-checks of counts, so that kosenttype-predict and kosenttype-serve take the same options and say the same things."""
+"""What the commands that run a model share on the command line, so that kosenttype-predict and kosenttype-serve
+take the same model options and say the same things."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable
 
-from .classifier import Classifier
+from .classifier import PRECISIONS, Classifier
 from .engine import BACKENDS, load_classifier
 from .errors import KoSentTypeError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,15 +33,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_from_arguments(args: argparse.Namespace) -> Classifier:
-    """The classifier the model options name."""
-    return load_classifier(
-        args.model,
-        backend=args.backend,
-        device=args.device,
-        precision=args.precision,
-        revision=args.revision,
-        trust_remote_code=args.trust_remote_code,
-    )
+    options = ("backend", "device", "precision", "revision", "trust_remote_code")
+    return load_classifier(args.model, **{name: getattr(args, name) for name in options})
 
 
 def check_at_least(args: argparse.Namespace, names: Iterable[str], minimum: int = 1) -> None:

@@ -11,11 +11,8 @@ from .errors import KoSentTypeError, one_line
 
 
 def locate_model(model: str | os.PathLike) -> str:
-    """The model's path or Hub id, refused in one line when it is plainly neither (a missing or non-model folder).
-
-    A name that exists locally is a folder; one that looks like a path (absolute, ./, ../, ~, a backslash, or more
-    than one /) but doesn't exist is reported missing rather than sent to the Hub as a malformed repo id.
-    """
+    """The model's path or Hub id; a missing or non-model folder, or a missing name that looks like a path rather
+    than a repo id (absolute, ./, ../, ~, a backslash, more than one /), is refused in one line."""
     text = os.fspath(model)
     path = Path(text).expanduser()
     if path.exists():
@@ -24,14 +21,8 @@ def locate_model(model: str | os.PathLike) -> str:
         if not (path / "config.json").is_file():
             raise KoSentTypeError(f"cannot load model {text}: not a model folder (it has no config.json)")
         return str(path)
-    looks_like_path = (
-        isinstance(model, os.PathLike)
-        or os.path.isabs(text)
-        or text.startswith(("./", "../", "~", "."))
-        or "\\" in text
-        or text.count("/") > 1
-    )
-    if looks_like_path:
+    looks_like_path = isinstance(model, os.PathLike) or os.path.isabs(text) or text.startswith(("~", "."))
+    if looks_like_path or "\\" in text or text.count("/") > 1:
         raise KoSentTypeError(f"model folder not found: {text}")
     return text
 
@@ -39,9 +30,8 @@ def locate_model(model: str | os.PathLike) -> str:
 def read_model_config(model: str | os.PathLike, revision: str | None = None) -> dict[str, Any]:
     """The model's config.json as a dict, from its folder or the Hub, with one-line errors."""
     location = locate_model(model)
-    if Path(location).is_dir():
-        config_path = Path(location) / "config.json"
-    else:
+    config_path = Path(location) / "config.json"
+    if not Path(location).is_dir():
         from huggingface_hub import hf_hub_download
 
         try:

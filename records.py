@@ -1,7 +1,4 @@
-"""What flows through prediction: input records (a sentence or the reason it can't be one) and predictions.
-
-Shared by the command, the engine, the server and the distributed runner; pure Python, no torch.
-"""
+"""What flows through prediction: input records (a sentence or why it can't be one) and predictions. No torch."""
 
 from __future__ import annotations
 
@@ -9,8 +6,6 @@ import math
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
-
-SCORE_DECIMALS = 6
 
 
 @dataclass(frozen=True)
@@ -32,12 +27,8 @@ class InputRecord:
 
 @dataclass
 class Prediction:
-    """The result for one input record, in input order.
-
-    `top_k` holds (label, probability) pairs of the sentence type, most probable first; `label`/`score` are its first
-    pair. `attributes` maps each attribute head (polarity, tense, certainty) to its most probable (label, score), for
-    models that have such heads. A record that couldn't be classified has `error` set and no label.
-    """
+    """The result for one input record: `top_k` holds (label, probability) pairs of the sentence type, most probable
+    first (`label`/`score` are the first); `attributes` each attribute head's best (label, score); or an `error`."""
 
     id: Any
     label: str | None = None
@@ -61,16 +52,11 @@ class Prediction:
 
 
 def rounded(score: float | None) -> float | None:
-    return None if score is None else round(score, SCORE_DECIMALS)
-
-
-def is_blank(text: str) -> bool:
-    """Nothing to classify: only whitespace, control characters (NUL included) or format characters."""
-    return all(character.isspace() or unicodedata.category(character)[0] == "C" for character in text)
+    return None if score is None else round(score, 6)
 
 
 def text_error(text: Any, where: str) -> LineError | None:
-    """The error of a would-be sentence, if any: not a string, blank, or carrying bytes that weren't UTF-8."""
+    """The error of a would-be sentence, if any: not a string, carrying bytes that weren't UTF-8, or blank."""
     if not isinstance(text, str):
         shown = "NaN" if isinstance(text, float) and math.isnan(text) else type(text).__name__
         return LineError("not_text", f"{where}: the text is {shown}, not a string")
@@ -80,7 +66,8 @@ def text_error(text: Any, where: str) -> LineError | None:
         code = ord(text[error.start])
         detail = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else "a lone surrogate"
         return LineError("invalid_utf8", f"{where}: not valid UTF-8 ({detail} at character {error.start})")
-    if is_blank(text):
+    # Blank: only whitespace, control characters (NUL included) or format characters.
+    if all(character.isspace() or unicodedata.category(character)[0] == "C" for character in text):
         return LineError("empty", f"{where}: empty sentence")
     return None
 

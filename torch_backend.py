@@ -11,21 +11,13 @@ import torch
 import transformers
 from tokenizers import Tokenizer
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from .classifier import TYPE_HEAD, Classifier, classifier_from_config
+from .classifier import PRECISIONS, TYPE_HEAD, Classifier, classifier_from_config
 from .errors import KoSentTypeError, one_line
 from .model_location import locate_model
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
-# What `--precision auto` picks on a CPU with native bf16 (AVX-512 BF16 or AMX). Against fp32 on trained
-# classifiers over 2,000 dacon sentences (benchmarks/bench_predict.py; bar: same label >= 99.5%, max probability
-# difference <= 0.02), bf16 gave the same label on 99.80-99.95% with max difference 0.005-0.007: it is the
-# default. int8 (per-channel) passed too (99.55-99.95%, 0.017-0.019) but with little margin, and only on small
-# models (2-4 layers), where the 12-layer backbone accumulates more error: it stays opt-in. GPUs stay on fp32 by
-# default: no GPU agreement run has been made.
-AUTO_CPU_PRECISION_WITH_BF16 = "bf16"
 
 
 def cpu_has_native_bf16() -> bool:
@@ -47,12 +39,13 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """The precision to run in, refusing combinations the hardware would run badly or not at all."""
+    """The precision to run in, refusing combinations the hardware would run badly or not at all. `auto` is bf16
+    on CPUs with native bf16, else fp32: int8 and GPU bf16/fp16 are opt-in (agreement figures: docs/predicting.md)."""
     if precision not in PRECISIONS:
         raise KoSentTypeError(f"unknown precision {precision!r} (expected one of: {', '.join(PRECISIONS)})")
     on_cpu = device.type == "cpu"
     if precision == "auto":
-        return AUTO_CPU_PRECISION_WITH_BF16 if on_cpu and cpu_has_native_bf16() else "fp32"
+        return "bf16" if on_cpu and cpu_has_native_bf16() else "fp32"
     if precision == "int8" and not on_cpu:
         raise KoSentTypeError("--precision int8 (dynamic quantization) runs on CPU only; use bf16 or fp16 on a GPU")
     if precision == "fp16" and on_cpu:
@@ -67,24 +60,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def quantize_linear_layers(module: nn.Module) -> None:
-    """int8 dynamic quantization, in place, of every nn.Linear inside `module`: int8 weights with one scale per
-    output channel (per-tensor scales moved probabilities about 1.5× further from fp32), activations quantized
-    on the fly per batch."""
+    """int8 dynamic quantization, in place, of every nn.Linear in `module`: one weight scale per output channel
+    (per-tensor scales moved probabilities about 1.5× further from fp32), activations quantized per batch."""
     with warnings.catch_warnings():  # torch marks eager quantization deprecated in favour of torchao
         warnings.simplefilter("ignore")
         qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
         torch.ao.quantization.quantize_dynamic(module, {nn.Linear: qconfig}, inplace=True)
-
-
-def prepare_model(model: PreTrainedModel, device: torch.device, precision: str) -> PreTrainedModel:
-    """Put a model on `device` in `precision` (one of fp32/bf16/fp16/int8), in eval mode.
-
-    int8 quantizes the encoder only: the heads are a few thousand weights, and keeping them fp32 costs nothing.
-    """
-    model = model.eval().to(device=device, dtype=TORCH_DTYPES[precision])
-    if precision == "int8":
-        quantize_linear_layers(model.base_model)
-    return model
 
 
 class TorchBackend:
@@ -120,46 +101,29 @@ def load_torch_classifier(
 ) -> Classifier:
     """Load any Hugging Face sequence classifier and its tokenizer as a `Classifier` on the torch backend."""
     resolved_device = resolve_device(device)
-    resolved_precision = resolve_precision(precision, resolved_device)
+    precision = resolve_precision(precision, resolved_device)
     location = locate_model(model)
-    hf_tokenizer, hf_model = _load_pretrained(location, resolved_precision, revision, trust_remote_code)
-    prepared = prepare_model(hf_model, resolved_device, resolved_precision)
-    return classifier_from_config(
-        TorchBackend(prepared, resolved_precision),
-        backend_tokenizer(hf_tokenizer, location),
-        prepared.config.to_dict(),
-        name=os.fspath(model),
-        tokenizer_limit=hf_tokenizer.model_max_length,
-    )
-
-
-def _load_pretrained(
-    location: str, precision: str, revision: str | None, trust_remote_code: bool
-) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     options = {"revision": revision, "trust_remote_code": trust_remote_code}
     if not sys.stderr.isatty():  # no "Loading weights" bars in logs and pipes; commands keep stderr to their lines
         transformers.utils.logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **options)
         # Loaded straight in the target dtype: a bf16 model then never holds an fp32 copy of its weights.
-        model = AutoModelForSequenceClassification.from_pretrained(location, dtype=TORCH_DTYPES[precision], **options)
-    except KoSentTypeError:
-        raise
+        loaded = AutoModelForSequenceClassification.from_pretrained(location, dtype=TORCH_DTYPES[precision], **options)
     except Exception as error:  # transformers, safetensors and the Hub client raise many types for "can't load"
-        raise KoSentTypeError(f"cannot load model {location}: {_loading_problem(error)}") from error
-    return tokenizer, model
-
-
-def _loading_problem(error: Exception) -> str:
-    message = one_line(error)
-    if "trust_remote_code" in str(error):
-        return "it needs its own code to run; pass --trust_remote_code if you trust its author"
-    return f"{type(error).__name__}: {message}"
-
-
-def backend_tokenizer(tokenizer: PreTrainedTokenizerBase, location: str) -> Tokenizer:
-    """A private copy of the fast tokenizer's `tokenizers.Tokenizer`, which the engine drives directly."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
+        problem = f"{type(error).__name__}: {one_line(error)}"
+        if "trust_remote_code" in str(error):
+            problem = "it needs its own code to run; pass --trust_remote_code if you trust its author"
+        raise KoSentTypeError(f"cannot load model {location}: {problem}") from error
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
         raise KoSentTypeError(f"{location} has no fast tokenizer (tokenizer.json); the engine needs one")
-    return Tokenizer.from_str(backend.to_str())
+    loaded = loaded.eval().to(device=resolved_device, dtype=TORCH_DTYPES[precision])
+    if precision == "int8":  # the encoder only: the heads are a few thousand weights, cheap to keep in fp32
+        quantize_linear_layers(loaded.base_model)
+    return classifier_from_config(
+        TorchBackend(loaded, precision),
+        Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()),  # a private copy, which the engine drives itself
+        loaded.config.to_dict(),
+        name=os.fspath(model),
+        tokenizer_limit=tokenizer.model_max_length,
+    )
