@@ -1,8 +1,7 @@
 """kosenttype: a Korean sentence-type classifier (사실형 / 추론형 / 예측형 / 대화형) packaged for the Hugging Face Hub.
 
-Importing the package registers the model with the Auto classes (as soon as transformers is imported), so
-installed users load saved folders without `trust_remote_code`. The package itself imports neither torch nor
-transformers: the model classes load on first use, and the onnxruntime path never needs them.
+Imports neither torch nor transformers: the model classes load on first use and register with the Auto classes as
+soon as transformers is imported, so installed users load saved folders without `trust_remote_code`.
 """
 
 from __future__ import annotations

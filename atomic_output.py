@@ -1,32 +1,29 @@
-"""Outputs that appear whole or not at all, and never over one of the run's own inputs.
-
-Every file and folder a command writes goes through here: it is written beside its destination under a hidden
-temporary name and renamed into place only when complete. A crash, a full disk, an exception or a signal (see
-`errors.signals_as_exceptions`) leaves either the previous content or nothing, and no temporary file.
+"""Outputs that appear whole or not at all, and never over one of the run's own inputs: written beside the
+destination under a hidden temporary name and renamed into place once complete, so a crash, a full disk or a signal
+leaves the previous content or nothing, and no temporary file.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import IO
 
 from .errors import KoSentTypeError, signals_deferred
 
 
-def temporary_sibling(path: Path) -> Path:
+def temporary_sibling(path: Path, suffix: str = "tmp") -> Path:
     """`.NAME.PID.tmp` beside `path`: same file system (so the rename is atomic), hidden, and owned by this run."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    return path.with_name(f".{path.name}.{os.getpid()}.{suffix}")
 
 
 def refuse_input_as_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str) -> None:
-    """Refuse an output that is, or resolves to (through links or `..`), one of the inputs or a folder holding one.
-
-    Checked before anything is written: renaming the finished output onto an input would destroy the user's data.
-    """
+    """Refuse an output that is, or resolves to (through links or `..`), one of the inputs or a folder holding one:
+    renaming the finished output onto an input would destroy the user's data."""
     target = Path(output).resolve()
     for source in inputs:
         if os.fspath(source) == "-":
@@ -34,7 +31,7 @@ def refuse_input_as_output(output: str | os.PathLike, inputs: Iterable[str | os.
         resolved = Path(source).resolve()
         if target == resolved or (target.exists() and resolved.exists() and os.path.samefile(target, resolved)):
             raise KoSentTypeError(f"{option} {output} is also an input ({source}); choose another output path")
-        if resolved.is_relative_to(target) and target != resolved:
+        if resolved.is_relative_to(target):
             raise KoSentTypeError(f"{option} {output} would replace a folder that holds the input {source}")
 
 
@@ -49,32 +46,20 @@ def check_writable_file(path: Path, option: str = "output") -> None:
 
 
 @contextmanager
-def atomic_text_output(path: str | os.PathLike) -> Iterator[TextIO]:
-    """A UTF-8 text stream whose content lands at `path` only once the `with` block finishes without error.
-
-    Opened normally (not with `mkstemp`), so the result gets the usual permissions; newlines are written as given.
-    """
-    with _atomic_file(Path(path), "w") as handle:
-        yield handle
-
-
-@contextmanager
-def atomic_binary_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """As `atomic_text_output`, for bytes."""
-    with _atomic_file(Path(path), "wb") as handle:
-        yield handle
-
-
-@contextmanager
-def _atomic_file(path: Path, mode: str) -> Iterator[TextIO | BinaryIO]:
-    temporary = temporary_sibling(path)
+def _atomic_file(path: str | os.PathLike, mode: str) -> Iterator[IO]:
+    """A stream whose content lands at `path` only once the `with` block finishes without error (UTF-8 text written
+    as given, or bytes); opened normally, not with `mkstemp`, so the result gets the usual permissions."""
+    temporary = temporary_sibling(Path(path))
     try:
-        text = {"encoding": "utf-8", "newline": ""} if "b" not in mode else {}
-        with open(temporary, mode, **text) as handle:
+        with open(temporary, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as handle:
             yield handle
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+atomic_text_output = functools.partial(_atomic_file, mode="w")
+atomic_binary_output = functools.partial(_atomic_file, mode="wb")
 
 
 def write_text_atomically(path: str | os.PathLike, text: str | Iterable[str]) -> Path:
@@ -103,9 +88,8 @@ def created_folders(folder: Path) -> Iterator[None]:
 def staged_folder(target: Path, *, replace: bool) -> Iterator[Path]:
     """A hidden folder beside `target` to fill; renamed onto `target` when the block succeeds, removed otherwise.
 
-    `replace=False` refuses an existing non-empty `target` up front. With `replace=True` the old folder is moved
-    aside and deleted only after the new one is in place, so no moment exists without one of them. A `target`
-    that is a link to a folder is written through: the folder it points to is the one replaced.
+    `replace=False` refuses an existing non-empty `target`. With `replace=True` the old folder is deleted only once
+    the new one is in place, so one of them always exists. A link to a folder is written through.
     """
     target = Path(target).resolve() if Path(target).is_symlink() else Path(target)
     if target.exists() and not target.is_dir():
@@ -118,21 +102,17 @@ def staged_folder(target: Path, *, replace: bool) -> Iterator[Path]:
         staging.mkdir()
         try:
             yield staging
-            _swap_into_place(staging, target)
+            if not target.exists():
+                os.replace(staging, target)
+                return
+            previous = temporary_sibling(target, "old")
+            with signals_deferred():  # the swap and the old folder's removal finish, whatever arrives meanwhile
+                os.replace(target, previous)
+                try:
+                    os.replace(staging, target)
+                except BaseException:
+                    os.replace(previous, target)
+                    raise
+                shutil.rmtree(previous, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def _swap_into_place(staging: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    previous = target.with_name(f".{target.name}.{os.getpid()}.old")
-    with signals_deferred():  # the swap and the old folder's removal finish, whatever arrives meanwhile
-        os.replace(target, previous)
-        try:
-            os.replace(staging, target)
-        except BaseException:
-            os.replace(previous, target)
-            raise
-        shutil.rmtree(previous, ignore_errors=True)

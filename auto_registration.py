@@ -1,18 +1,16 @@
-"""Register kosenttype's classes with transformers' Auto factories as soon as transformers is imported.
-
-Installed users then load saved folders without `trust_remote_code`. Registration waits for transformers,
-instead of importing it with the package, so that the onnxruntime path (`kosenttype-predict --backend
-onnxruntime`) starts without torch or transformers: `import kosenttype` alone costs milliseconds.
+"""Register kosenttype's classes with transformers' Auto factories as soon as transformers is imported, so that
+installed users load saved folders without `trust_remote_code`, while `import kosenttype` alone (the onnxruntime
+path) imports neither torch nor transformers.
 """
 
 from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
-import importlib.util
 import sys
 from types import ModuleType
 
+_MODEL_MODULES = (f"{__package__}.configuration_kosenttype", f"{__package__}.modeling_kosenttype")
 _registered = False
 
 
@@ -32,17 +30,13 @@ def register_auto_classes() -> None:
     _registered = True
 
 
-def _model_module_names() -> tuple[str, str]:
-    return f"{__package__}.configuration_kosenttype", f"{__package__}.modeling_kosenttype"
-
-
 def _register_if_ready(just_loaded: str | None = None) -> None:
-    """Register once transformers is loaded and none of our model files is still half-imported (that would be
-    circular: a model file that imports transformers finishes after transformers does). `just_loaded` has run
-    its whole body, though the import system still marks it as initializing."""
+    """Register once transformers is loaded and none of our model files is still half-imported (a model file that
+    imports transformers finishes after it: registering then would be circular). `just_loaded` has run its whole
+    body, though the import system still marks it as initializing."""
     initializing = any(
         getattr(getattr(sys.modules.get(name), "__spec__", None), "_initializing", False)
-        for name in _model_module_names()
+        for name in _MODEL_MODULES
         if name != just_loaded
     )
     if "transformers" in sys.modules and not initializing:
@@ -64,15 +58,15 @@ class _RegisterAfterLoading(importlib.abc.Loader):
 
 
 class _RegistrationHook(importlib.abc.MetaPathFinder):
-    """An import hook: finds transformers and our model files as usual, and wraps their loaders to register
-    right after the last of them has loaded. It removes itself once registration is done."""
+    """Finds transformers and our model files as usual, with loaders that register right after the last of them
+    has loaded; removes itself once registration is done."""
 
     def find_spec(self, fullname: str, path: object, target: ModuleType | None = None):
         if _registered:
             if self in sys.meta_path:
                 sys.meta_path.remove(self)
             return None
-        if fullname != "transformers" and fullname not in _model_module_names():
+        if fullname != "transformers" and fullname not in _MODEL_MODULES:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):

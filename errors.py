@@ -1,13 +1,6 @@
-"""One error type and one way for every command to end: a line `PROG: error: …` on stderr and a fixed exit status.
-
-Exit statuses, the same for every console script:
-    0   done;
-    1   done, but some records could not be processed (each has its own error record or report line);
-    2   the run could not go on (bad arguments, unreadable input, a model that can't be loaded, a full disk);
-    128 + N  stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), with nothing half-written left behind.
-
-SIGTERM and SIGHUP are turned into an exception, as Python already does for SIGINT, so that every `with`
-block and `finally` clause unwinds: temporary files and staging folders are removed by the code that made them.
+"""One error type and one way for every command to end: a line `PROG: error: …` on stderr and a fixed exit status:
+0 done; 1 done, but some records failed; 2 the run could not go on; 128 + N stopped by signal N. SIGTERM and SIGHUP
+become an exception, as SIGINT already does, so that every `with` and `finally` cleans up on the way out.
 """
 
 from __future__ import annotations
@@ -16,6 +9,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -44,7 +38,7 @@ def _raise_interrupted(signum: int, frame: object) -> None:
 @contextmanager
 def signals_as_exceptions(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
     """Raise `Interrupted` on SIGTERM/SIGHUP for the duration of the block (main thread only, as Python requires)."""
-    if sys.platform == "win32" or not _in_main_thread():
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in signums}
@@ -68,35 +62,20 @@ def signals_deferred(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, 
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
 def one_line(error: BaseException, limit: int = 400) -> str:
     """An exception's message folded onto one line (library messages often span many), or its type's name."""
     text = " ".join(str(error).split())
     return (text or type(error).__name__)[:limit]
 
 
-def describe_os_error(error: OSError) -> str:
-    """'No space left on device: out.jsonl' — what a user needs from an OSError, without the errno number."""
-    reason = "no space left on device" if error.errno == errno.ENOSPC else (error.strerror or one_line(error))
-    where = error.filename if error.filename is not None else None
-    return f"{reason}: {where}" if where else reason
-
-
 def run_command(program: str, run: Callable[[], int]) -> int:
-    """Run a command's body and turn every way it can end into one line on stderr and an exit status.
-
-    Bugs still say what happened in one line; `KOSENTTYPE_DEBUG=1` shows their traceback.
-    """
+    """Run a command's body and turn every way it can end into one line on stderr and an exit status; bugs too
+    (`KOSENTTYPE_DEBUG=1` shows their traceback)."""
     try:
         with signals_as_exceptions():
             return run()
     except KoSentTypeError as error:
-        return _fail(program, str(error))
+        message = str(error)
     except SystemExit as request:  # argparse: --help (0) or a bad argument (2, after its usage line)
         return request.code if isinstance(request.code, int) else EXIT_ERROR
     except KeyboardInterrupt as interruption:
@@ -107,17 +86,14 @@ def run_command(program: str, run: Callable[[], int]) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush can't fail again
         return EXIT_SOME_FAILED
-    except OSError as error:
-        return _fail(program, describe_os_error(error))
+    except OSError as error:  # 'no space left on device: out.jsonl', without the errno number
+        reason = "no space left on device" if error.errno == errno.ENOSPC else (error.strerror or one_line(error))
+        message = f"{reason}: {error.filename}" if error.filename else reason
     except MemoryError:
-        return _fail(program, "out of memory")
+        message = "out of memory"
     except Exception as error:
         if os.environ.get(DEBUG_VARIABLE):
             raise
-        hint = f" (set {DEBUG_VARIABLE}=1 to see the traceback)"
-        return _fail(program, f"unexpected {type(error).__name__}: {one_line(error)}{hint}")
-
-
-def _fail(program: str, message: str) -> int:
+        message = f"unexpected {type(error).__name__}: {one_line(error)} (set {DEBUG_VARIABLE}=1 to see the traceback)"
     print(f"{program}: error: {message}", file=sys.stderr)
     return EXIT_ERROR

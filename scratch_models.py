@@ -11,16 +11,13 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-# The special tokens in the order KLUE's vocabularies (and so jhgan/ko-sroberta-multitask) have them:
-# [CLS]=0, [PAD]=1, [SEP]=2, [UNK]=3, [MASK]=4.
+# The special tokens in the order of KLUE's vocabularies (and so jhgan/ko-sroberta-multitask's), ids 0-4.
 KLUE_SPECIAL_TOKENS = ("[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]")
 
 
 def train_wordpiece_tokenizer(sentences: Iterable[str], vocab_size: int = 2000) -> PreTrainedTokenizerBase:
-    """Train a cased BERT WordPiece tokenizer with the real backbone's special-token ids.
-
-    Cased and without accent stripping, as KLUE's: lower-casing would NFD-decompose Hangul into jamo.
-    """
+    """A BERT WordPiece tokenizer with the real backbone's special-token ids; cased and without accent stripping,
+    as KLUE's: lower-casing would NFD-decompose Hangul into jamo."""
     backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     backend.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
