@@ -1,12 +1,8 @@
 """Labelled sentence files for training: read with `datasets`, checked row by row, split for validation.
 
-Training on a silently skipped or mislabelled row would shift every metric without anyone noticing, so every row is
-checked and the first bad one stops the run with its file and row named (`KoSentTypeError`). The rows are parsed
-by `datasets.load_dataset` ("json" for JSON arrays and JSON Lines, "csv" for CSV and TSV) and their labels read by
-a `ClassLabel`. A first pass with the standard library finds each row's line (or array item) for those messages,
-and refuses what `datasets` would get wrong: a CSV quote never closed (pandas merges the rows after it into one
-text), a CSV row with more fields than the header (pandas shifts its columns), JSON nested deeper than Python's
-parser goes (pyarrow crashes the whole process on it) and lone surrogate escapes such as `\\ud800` (not text).
+A first pass with the standard library finds each row's line (or array item) for the one-line errors, and refuses
+what `datasets` would get wrong: an unclosed CSV quote or an extra field (pandas merges or shifts rows), JSON nested
+too deeply (pyarrow crashes on it) and lone surrogate escapes. docs/training.md lists every check.
 """
 
 from __future__ import annotations
@@ -20,8 +16,8 @@ import os
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +42,7 @@ SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled sentence: its text (stripped), its label's index in the label list and, when attribute axes are
-    read, each axis's label index in the axes' order."""
+    """One labelled sentence: its stripped text, its label's index and each attribute axis's label index."""
 
     text: str
     label: int
@@ -75,25 +70,30 @@ def read_labelled_file(
     label_column: str | None = None,
     attributes: dict[str, Sequence[str]] | None = None,
 ) -> list[Example]:
-    """Read a JSON array, JSON Lines, CSV or TSV file of labelled sentences, refusing the first bad row.
-
-    Labels are names (`사실형`) or ids (`0`, also as text in a CSV); the text and label columns are the named
-    ones, else the first pair of `KNOWN_COLUMNS` the file has. `attributes` ({axis: labels}, see `attribute_axes`)
-    also reads each axis from its column (`ATTRIBUTE_COLUMNS`), checked the same way.
-    """
+    """Read a JSON array, JSON Lines, CSV or TSV file of labelled sentences (labels as names or ids), refusing the
+    first bad row. Columns: the named ones, else the first `KNOWN_COLUMNS` pair the file has; `attributes`
+    ({axis: labels}) also reads each axis from its `ATTRIBUTE_COLUMNS` column."""
     path = Path(path)
     text = _read_text(path)
-    builder = BUILDERS[path.suffix.lower()]
-    if builder == "csv":
-        header, positions = csv_row_positions(path, text, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        table = _load_table(path, "csv", sep=header.delimiter, na_filter=False, features=header.features)
+    if BUILDERS[path.suffix.lower()] == "csv":
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        header, positions = csv_row_positions(path, text, delimiter)
+        # Every column as text: pandas would otherwise read a sentence like `2024` as a number.
+        features = Features({name: Value("string") for name in header})
+        table = _load_table(path, "csv", sep=delimiter, na_filter=False, features=features)
     else:
         positions = json_row_positions(path, text)
         table = _load_table(path, "json")
     if len(table) != len(positions):  # the two parsers disagree: never train on what only one of them saw
         raise KoSentTypeError(f"{path}: datasets read {len(table)} rows where the file has {len(positions)}")
     text_key, label_key = resolve_columns(path, table.column_names, text_column, label_column)
-    attribute_keys = resolve_attribute_columns(path, table.column_names, attributes or {})
+    attribute_keys = []
+    for axis in attributes or {}:  # each axis's column: the first of its known names the file has
+        key = next((name for name in ATTRIBUTE_COLUMNS[axis] if name in table.column_names), None)
+        if key is None:
+            expected = " or ".join(ATTRIBUTE_COLUMNS[axis])
+            raise KoSentTypeError(f"{path}: no {axis} column {expected} (columns: {', '.join(table.column_names)})")
+        attribute_keys.append(key)
     features = [ClassLabel(names=list(names)) for names in [label_names, *(attributes or {}).values()]]
     columns = [table[key] for key in (text_key, label_key, *attribute_keys)]
     examples = []
@@ -124,21 +124,7 @@ def _read_text(path: Path) -> str:
         raise KoSentTypeError(f"{path}: not UTF-8 text (byte {error.start})") from None
 
 
-# ---- The first pass: where each row is, and what datasets would get wrong -----------------------------------------
-
-
-@dataclass(frozen=True)
-class CsvHeader:
-    names: list[str]
-    delimiter: str
-
-    @property
-    def features(self) -> Features:
-        """Every column as text: pandas would otherwise read a sentence like `2024` as a number."""
-        return Features({name: Value("string") for name in self.names})
-
-
-def csv_row_positions(path: Path, text: str, delimiter: str) -> tuple[CsvHeader, list[str]]:
+def csv_row_positions(path: Path, text: str, delimiter: str) -> tuple[list[str], list[str]]:
     """The header and `line N` of each data row, after checking that every row is one well-quoted line of at most
     the header's fields. A quote left open would otherwise swallow the rows after it into one text."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
@@ -167,7 +153,7 @@ def csv_row_positions(path: Path, text: str, delimiter: str) -> tuple[CsvHeader,
         raise KoSentTypeError(
             f"{path}: line {last_line + 1}: a quoted field opened here is not closed properly ({error})"
         ) from None
-    return CsvHeader(header, delimiter), positions
+    return header, positions
 
 
 def json_row_positions(path: Path, text: str) -> list[str]:
@@ -186,8 +172,14 @@ def json_row_positions(path: Path, text: str) -> list[str]:
     for position, row in numbered:
         if not isinstance(row, dict):
             raise KoSentTypeError(f"{path}: {position}: expected an object with the text and label, got {row!r:.60}")
-        if check_surrogates:
-            _refuse_lone_surrogates(path, position, row)
+        try:
+            if check_surrogates:
+                json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as error:
+            surrogate = error.object[error.start : error.end].encode("unicode_escape").decode("ascii")
+            raise KoSentTypeError(
+                f"{path}: {position}: a lone surrogate escape ({surrogate}) is not text; fix or drop the row"
+            ) from None
     if not numbered:
         raise KoSentTypeError(f"{path}: no rows")
     return [position for position, _ in numbered]
@@ -204,40 +196,19 @@ def _parse_json(path: Path, text: str, position: str | None = None) -> Any:
         raise KoSentTypeError(f"{path}: {where}JSON nested too deeply to be a table of sentences") from None
 
 
-def _refuse_lone_surrogates(path: Path, position: str, row: dict) -> None:
-    try:
-        json.dumps(row, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as error:
-        surrogate = error.object[error.start : error.end].encode("unicode_escape").decode("ascii")
-        raise KoSentTypeError(
-            f"{path}: {position}: a lone surrogate escape ({surrogate}) is not text; fix or drop the row"
-        ) from None
-
-
-@contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """No progress bars or info lines from `datasets` while reading: a bad file must end in one line."""
-    bars_were_enabled = datasets.is_progress_bar_enabled()
-    verbosity = datasets.logging.get_verbosity()
+def _load_table(path: Path, builder: str, **options: Any) -> Dataset:
+    """The table, read with no progress bars or info lines from `datasets`: a bad file must end in one line."""
+    bars_were_enabled, verbosity = datasets.is_progress_bar_enabled(), datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     try:
-        yield
+        return load_dataset(builder, data_files=str(path), split="train", **options)
+    except Exception as error:  # datasets wraps the parser's own error (pyarrow's, pandas') in its own
+        raise KoSentTypeError(f"{path}: cannot be read as a table: {one_line(error.__cause__ or error)}") from None
     finally:
         datasets.logging.set_verbosity(verbosity)
         if bars_were_enabled:
             datasets.enable_progress_bars()
-
-
-def _load_table(path: Path, builder: str, **options: Any) -> Dataset:
-    with _quiet_datasets():
-        try:
-            return load_dataset(builder, data_files=str(path), split="train", **options)
-        except Exception as error:  # datasets wraps the parser's own error (pyarrow's, pandas') in its own
-            raise KoSentTypeError(f"{path}: cannot be read as a table: {one_line(error.__cause__ or error)}") from None
-
-
-# ---- The second pass: every row's values ----------------------------------------------------------------------------
 
 
 def resolve_columns(
@@ -255,18 +226,6 @@ def resolve_columns(
     raise KoSentTypeError(f"{path}: no text column {expected} (columns: {', '.join(available)}); set --text_column")
 
 
-def resolve_attribute_columns(path: Path, available: Sequence[str], attributes: dict[str, Sequence[str]]) -> list[str]:
-    """The column of each attribute axis, in the axes' order: the first of its known names the file has."""
-    keys = []
-    for axis in attributes:
-        key = next((name for name in ATTRIBUTE_COLUMNS[axis] if name in available), None)
-        if key is None:
-            expected = " or ".join(ATTRIBUTE_COLUMNS[axis])
-            raise KoSentTypeError(f"{path}: no {axis} column {expected} (columns: {', '.join(available)})")
-        keys.append(key)
-    return keys
-
-
 def checked_text(path: Path, position: str, key: str, value: Any) -> str:
     """The stripped sentence, or the row's error: missing, not text, or nothing but spaces and control characters."""
     if value is None:
@@ -279,8 +238,7 @@ def checked_text(path: Path, position: str, key: str, value: Any) -> str:
 
 
 def checked_label(path: Path, position: str, key: str, value: Any, labels: ClassLabel) -> int:
-    """The label's index: `ClassLabel` reads a name or an id (CSV ids arrive as text); anything else is the row's
-    error. (`ClassLabel` also takes -1, its "no label", which a training row can't be.)"""
+    """The label's index: `ClassLabel` reads a name or an id (CSV ids as text; -1, "no label", is refused)."""
     if value is None or value == "":
         raise KoSentTypeError(f"{path}: {position}: missing field '{key}'")
     index = -1
@@ -293,9 +251,6 @@ def checked_label(path: Path, position: str, key: str, value: Any, labels: Class
             f"or an id 0-{labels.num_classes - 1}"
         )
     return index
-
-
-# ---- Splits -------------------------------------------------------------------------------------------------------
 
 
 def report_shared_sentences(
@@ -347,17 +302,13 @@ def cross_validation_folds(
 
 
 def label_counts(examples: Sequence[Example], label_names: Sequence[str], axis: int | None = None) -> list[int]:
-    """How many examples of each label, in the labels' order (absent labels count 0); of the attribute axis at
-    index `axis` if given."""
+    """How many examples of each label (of attribute axis `axis` if given), in the labels' order."""
     counts = Counter(example.label if axis is None else example.attributes[axis] for example in examples)
     return [counts[index] for index in range(len(label_names))]
 
 
 def to_dataset(examples: Sequence[Example], tokenizer: Any, max_length: int, label_names: Sequence[str]) -> Dataset:
-    """Tokenize once up front, the labels cast to a `ClassLabel`; padding is left to the collator, per batch.
-
-    Examples with attributes also get `attribute_targets`, one label id per axis: the model's joint-loss input.
-    """
+    """Tokenized once up front (padding is the collator's), with `attribute_targets` (one id per axis) if any."""
     columns: dict[str, list] = {
         "text": [example.text for example in examples],
         "labels": [example.label for example in examples],

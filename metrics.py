@@ -6,12 +6,8 @@ from collections.abc import Iterable, Sequence
 
 
 def classification_metrics(labels: Iterable[int], predictions: Iterable[int], label_names: Sequence[str]) -> dict:
-    """Accuracy, macro-/weighted-F1 and per-label precision/recall/F1/support with scikit-learn.
-
-    scikit-learn rather than `evaluate`, which fetches its metric scripts from the Hub at run time and so fails
-    offline. Every label in `label_names` gets a row, even one absent from both `labels` and `predictions` (its
-    scores are then 0), so runs and folds always report the same keys. The shape is the one `write_model_card` reads.
-    """
+    """Accuracy, macro-/weighted-F1 and per-label precision/recall/F1/support, every label of `label_names` included
+    (absent ones score 0) so runs and folds report the same keys; scikit-learn, as `evaluate` needs the Hub."""
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
     labels, predictions = list(labels), list(predictions)
@@ -24,12 +20,7 @@ def classification_metrics(labels: Iterable[int], predictions: Iterable[int], la
         "macro_f1": float(f1_score(labels, predictions, labels=label_ids, average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(labels, predictions, labels=label_ids, average="weighted", zero_division=0)),
         "per_label": {
-            name: {
-                "precision": float(precision[index]),
-                "recall": float(recall[index]),
-                "f1": float(f1[index]),
-                "support": int(support[index]),
-            }
-            for index, name in enumerate(label_names)
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for name, p, r, f, n in zip(label_names, precision, recall, f1, support, strict=True)
         },
     }

@@ -1,10 +1,6 @@
 """The published training recipe, in one place, and the model a run starts from.
 
-`Recipe` holds every default `kosenttype-train` starts from: the settings the published model was trained with (the
-model card's "Training procedure"). Each is a `kosenttype-train` argument of the same name, so any of them can be
-changed on the command line or in a JSON arguments file; `Recipe.as_arguments()` is what the argument parser is
-given as its defaults. The functions below load what training starts from: a tokenizer, and a model that is a fresh
-encoder, a saved kosenttype model or a pretrained encoder with a new head, with the length it can take.
+Each `Recipe` field is the default of the `kosenttype-train` argument of the same name.
 """
 
 from __future__ import annotations
@@ -29,10 +25,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Recipe:
-    """The published recipe. Mixed precision is chosen per machine (bf16 on a GPU that has it, else fp16 on CUDA,
-    fp32 on CPU) and is not a fixed setting, so it is not listed here."""
+    """The published recipe. Mixed precision is chosen per machine (`auto_mixed_precision`), so it is not here."""
 
-    # Where training starts: a pretrained Korean sentence encoder (KLUE RoBERTa-base) with a new linear head.
+    # Where training starts: a pretrained Korean sentence encoder with a new linear head.
     model_name_or_path: str = DEFAULT_BACKBONE
     max_seq_length: int = 256
     # The imbalance of the types: class-weighted cross-entropy (n / (k · n_class)) and a sampler drawing every type
@@ -61,8 +56,7 @@ class Recipe:
     report_to: str = "none"
 
     def as_arguments(self) -> dict[str, Any]:
-        """The recipe under the argument names of the installed transformers: 4.x takes the warmup share as
-        `warmup_ratio`, 5.x as a float `warmup_steps` below 1."""
+        """The recipe under the installed transformers' names: 5.x takes the warmup share as `warmup_steps` < 1."""
         from transformers import TrainingArguments
 
         values = dataclasses.asdict(self)
@@ -74,20 +68,17 @@ class Recipe:
 RECIPE = Recipe()
 
 
-# ---- The model a run starts from -------------------------------------------------------------------------------------
-
-
-def check_local_sources(sources: dict[str, str | None]) -> None:
-    """`{option: source}`: a local folder that isn't there says so ("not found") before anything else runs, rather
+def check_local_sources(model_name_or_path: str, tokenizer_name: str | None, encoder_config: Any) -> None:
+    """A local folder the run will load that isn't there says so ("not found") before anything else runs, rather
     than failing later with a Hub error about the form of repo ids."""
+    sources = {"--tokenizer_name": tokenizer_name}
+    if encoder_config is None or tokenizer_name is None:
+        sources["--model_name_or_path"] = model_name_or_path
     for option, source in sources.items():
-        if source is not None and _looks_local(source) and not os.path.exists(source):
-            raise KoSentTypeError(f"{option} {source}: not found")
-
-
-def _looks_local(source: str) -> bool:
-    """A path rather than a Hub id (`name` or `owner/name`)."""
-    return os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1 or "\\" in source
+        if source is None or os.path.exists(source):
+            continue
+        if os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1 or "\\" in source:
+            raise KoSentTypeError(f"{option} {source}: not found")  # a path, not a Hub id (`name`, `owner/name`)
 
 
 def _from_pretrained(loader: Any, source: str, option: str, **kwargs: Any) -> Any:
@@ -119,20 +110,21 @@ def build_model(
     model_name_or_path: str,
     encoder_config: str | dict | None,
     tokenizer: PreTrainedTokenizerBase,
+    max_seq_length: int,
     **config_overrides: Any,
 ) -> KoSentTypeForSequenceClassification:
     """A fresh encoder from `encoder_config`; else a saved kosenttype model to train further, or a pretrained
-    encoder with a new head. `config_overrides` (labels, pooling, …) apply to the config; None values are left."""
+    encoder with a new head. `config_overrides` (labels, pooling, …) apply to the config; None values are left.
+    The tokenizer's `model_max_length` becomes `max_seq_length`, capped at what the encoder's positions take."""
     overrides = {key: value for key, value in config_overrides.items() if value is not None}
+    option = "--model_name_or_path"
     if encoder_config is not None:
         config = KoSentTypeConfig(encoder_config=load_encoder_config(encoder_config), backbone_name=None, **overrides)
         model = KoSentTypeForSequenceClassification(config)
+    elif _from_pretrained(AutoConfig, model_name_or_path, option).model_type == KoSentTypeConfig.model_type:
+        model = _from_pretrained(AutoModelForSequenceClassification, model_name_or_path, option, **overrides)
     else:
-        option = "--model_name_or_path"
-        if _from_pretrained(AutoConfig, model_name_or_path, option).model_type == KoSentTypeConfig.model_type:
-            model = _from_pretrained(AutoModelForSequenceClassification, model_name_or_path, option, **overrides)
-        else:
-            model = KoSentTypeForSequenceClassification.from_backbone(model_name_or_path, **overrides)
+        model = KoSentTypeForSequenceClassification.from_backbone(model_name_or_path, **overrides)
     # Set on the loaded config, not passed to from_pretrained: a config.json without the key (the converter's,
     # under transformers 5.x) would hand it on to the model's __init__, which takes no such argument.
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -141,13 +133,11 @@ def build_model(
         raise KoSentTypeError(
             f"the tokenizer has {len(tokenizer)} tokens but the encoder's vocabulary only {vocab_size}"
         )
+    # Past the encoder's positions, training would stop with an IndexError at the first long batch.
+    tokenizer.model_max_length = capped_max_length(max_seq_length, model.config.to_dict())
+    if tokenizer.model_max_length < max_seq_length:
+        logger.warning(
+            f"--max_seq_length {max_seq_length} is more than the encoder takes; sentences are cut at "
+            f"{tokenizer.model_max_length}."
+        )
     return model
-
-
-def model_max_length(requested: int, model: KoSentTypeForSequenceClassification) -> int:
-    """`--max_seq_length`, capped at what the encoder's position embeddings take (past it, training would stop
-    with an IndexError at the first long batch)."""
-    length = capped_max_length(requested, model.config.to_dict())
-    if length < requested:
-        logger.warning(f"--max_seq_length {requested} is more than the encoder takes; sentences are cut at {length}.")
-    return length

@@ -1,9 +1,5 @@
-"""What a training run reports: the Trainer's metric function, the per-label tables printed to the log, the
-confusion-matrix PNG, and the mean ± standard deviation of a cross-validation's folds.
-
-Every figure comes from `metrics.classification_metrics` (per head, for a model with attribute heads, plus the
-combined label's exact match and DACON's weighted F1), so the log, `eval_results.json` and the model card agree.
-"""
+"""What a training run reports: the Trainer's metric function, the per-label tables of the log, the confusion-matrix
+PNG, and a cross-validation's mean ± std — every figure from `metrics.classification_metrics`, so they all agree."""
 
 from __future__ import annotations
 
@@ -35,10 +31,8 @@ HANGUL_FONTS = (
 def evaluation_metrics(
     predictions: Any, label_ids: Any, label_names: Sequence[str], attributes: Mapping[str, Sequence[str]] | None = None
 ) -> dict:
-    """`classification_metrics` of the sentence type from the Trainer's predictions and labels; with attribute
-    heads also `attributes` ({axis: classification_metrics}), and over the combined label (type-polarity-tense-
-    certainty, e.g. `사실형-긍정-현재-확실`) the exact-match accuracy and DACON's competition score, the weighted
-    F1 (`combined_exact_match`, `dacon_weighted_f1`)."""
+    """`classification_metrics` of the type from the Trainer's predictions; with attribute heads also `attributes`
+    ({axis: metrics}) and, over DACON's combined label, `combined_exact_match` and `dacon_weighted_f1`."""
     type_logits, attribute_logits = _split_heads(predictions)
     type_labels, attribute_targets = _split_heads(label_ids)
     predicted = np.argmax(type_logits, axis=-1)
@@ -74,7 +68,7 @@ def _split_heads(values: Any) -> tuple[np.ndarray, Any]:
 def combined_labels(
     types: np.ndarray, attribute_ids: np.ndarray, label_names: Sequence[str], attributes: Mapping[str, Sequence[str]]
 ) -> list[str]:
-    """DACON's combined labels, the type then each axis in order, joined by '-': `사실형-긍정-현재-확실`."""
+    """DACON's combined labels, the type then each axis, joined by '-': `사실형-긍정-현재-확실`."""
     return [
         "-".join([label_names[kind], *(labels[value] for labels, value in zip(attributes.values(), row, strict=True))])
         for kind, row in zip(types, attribute_ids, strict=True)
@@ -97,16 +91,13 @@ def metrics_computer(
     label_names: Sequence[str], attributes: Mapping[str, Sequence[str]] | None = None
 ) -> Callable[[Any], dict[str, float]]:
     """The Trainer's `compute_metrics`: `evaluation_metrics`, flattened."""
-
-    def compute_metrics(prediction: Any) -> dict[str, float]:
-        return flat_metrics(evaluation_metrics(prediction.predictions, prediction.label_ids, label_names, attributes))
-
-    return compute_metrics
+    return lambda prediction: flat_metrics(
+        evaluation_metrics(prediction.predictions, prediction.label_ids, label_names, attributes)
+    )
 
 
 def format_metrics_table(metrics: dict) -> str:
-    """The model card's per-label table, plus the headline figures, as plain text for the log; with attribute
-    heads, one such table per axis and the combined label's scores."""
+    """The per-label table and headline figures as plain text for the log; one per axis with attribute heads."""
     tables = [_label_table(metrics)]
     for axis, axis_metrics in metrics.get("attributes", {}).items():
         tables.append(f"{axis}\n{_label_table(axis_metrics)}")
@@ -133,8 +124,7 @@ def _label_table(metrics: dict) -> str:
 def save_confusion_matrix(
     labels: Sequence[int], predictions: Sequence[int], label_names: Sequence[str], path: Path
 ) -> Path | None:
-    """A PNG of the counts (rows: true label, columns: predicted), drawn by scikit-learn's `ConfusionMatrixDisplay`;
-    skipped, with a warning, when matplotlib is missing (it is the optional `plot` extra)."""
+    """A PNG of the counts (rows: true, columns: predicted); without matplotlib (the `plot` extra), a warning."""
     try:
         import matplotlib
 

@@ -1,15 +1,11 @@
 """kosenttype-train: retrain or cross-validate the Korean sentence-type classifier with the stock `Trainer`.
 
-The published recipe (`recipe.py`) is the default, and every `TrainingArguments` flag works on top of it:
-
     kosenttype-train --train_file train.json --validation_file dev.json --output_dir runs/kosenttype
     kosenttype-train config.json                      # all arguments in one JSON file
-    kosenttype-train --train_file train.json --cv_folds 5 --output_dir runs/cv
     torchrun --nproc_per_node 4 train_hf.py config.json
 
-`--output_dir` holds the run: the Trainer's `checkpoint-*` folders (to resume from), its state and metrics, and
-`model/`, the Hub-ready package (weights, config, code files, tokenizer, model card, metrics, confusion matrices),
-written whole at the end or not at all. docs/training.md describes every option.
+The defaults are `recipe.py`'s; every `TrainingArguments` flag works on top. `--output_dir` holds the Trainer's
+checkpoints and `model/`, the Hub-ready package, written whole at the end or not at all. See docs/training.md.
 """
 
 from __future__ import annotations
@@ -43,7 +39,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_cuda_available
 
-from kosenttype import SENTENCE_TYPES, KoSentTypeForSequenceClassification
+from kosenttype import SENTENCE_TYPES
 from kosenttype.atomic_output import staged_folder, write_text_atomically
 from kosenttype.errors import KoSentTypeError, one_line, run_command
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
@@ -58,14 +54,7 @@ from kosenttype.labelled_data import (
     to_dataset,
 )
 from kosenttype.model_card import write_model_card
-from kosenttype.recipe import (
-    RECIPE,
-    build_model,
-    check_local_sources,
-    load_encoder_config,
-    load_tokenizer,
-    model_max_length,
-)
+from kosenttype.recipe import RECIPE, build_model, check_local_sources, load_encoder_config, load_tokenizer
 from kosenttype.reporting import (
     evaluation_metrics,
     format_cv_table,
@@ -80,68 +69,39 @@ from kosenttype.weighting import WeightedTrainer, class_weights_from_counts, sam
 logger = logging.getLogger(__name__)
 
 PROGRAM = "kosenttype-train"
-# output_dir/model: the Hub-ready package; output_dir itself is the Trainer's (checkpoints, state, metrics).
-PACKAGE_FOLDER = "model"
-# output_dir/training_run.json: the data and arguments of the run, so that a resume can be checked against them.
-RUN_RECORD = "training_run.json"
+PACKAGE_FOLDER = "model"  # output_dir/model: the Hub-ready package; output_dir itself is the Trainer's
+RUN_RECORD = "training_run.json"  # the run's data and arguments, which a resume must match
 # The arguments that shape the training trajectory: a checkpoint resumes only a run that had the same ones.
 RESUMABLE_TRAINING_ARGUMENTS = (
-    "learning_rate",
-    "weight_decay",
-    "warmup_ratio",
-    "warmup_steps",
-    "lr_scheduler_type",
-    "max_grad_norm",
-    "num_train_epochs",
-    "max_steps",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "optim",
-    "label_smoothing_factor",
-    "seed",
-    "data_seed",
-    "metric_for_best_model",
+    *("learning_rate", "weight_decay", "warmup_ratio", "warmup_steps", "lr_scheduler_type", "max_grad_norm"),
+    *("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "optim"),
+    *("label_smoothing_factor", "seed", "data_seed", "metric_for_best_model"),
 )
 
 
-# ---- Arguments ---------------------------------------------------------------------------------------------------
+def _option(help_text: str, default: Any = None) -> Any:
+    return field(default=default, metadata={"help": help_text})
 
 
 @dataclass
 class ModelArguments:
     """Where the model starts from: a pretrained encoder, a saved kosenttype model, or a fresh encoder config."""
 
-    model_name_or_path: str = field(
-        default=RECIPE.model_name_or_path,
-        metadata={
-            "help": "A pretrained encoder (Hub id or folder) whose weights start training, with a new head; or a "
-            "saved kosenttype classifier to train further."
-        },
+    model_name_or_path: str = _option(
+        "A pretrained encoder (Hub id or folder) to start from with a new head, or a saved kosenttype classifier.",
+        RECIPE.model_name_or_path,
     )
-    tokenizer_name: str | None = field(
-        default=None, metadata={"help": "Tokenizer (Hub id or folder), if not the one of model_name_or_path."}
+    tokenizer_name: str | None = _option("Tokenizer (Hub id or folder), if not the one of model_name_or_path.")
+    encoder_config: str | None = _option(
+        "Train from scratch: the encoder's configuration, a JSON file or an inline JSON object; model_name_or_path "
+        "is then only the tokenizer's fallback."
     )
-    encoder_config: str | None = field(
-        default=None,
-        metadata={
-            "help": "Train from scratch: the encoder's configuration as a JSON file or an inline JSON object "
-            '(e.g. \'{"model_type": "roberta", "hidden_size": 256, ...}\'); model_name_or_path is then only the '
-            "tokenizer's fallback."
-        },
-    )
-    pooling: Literal["mean", "cls"] | None = field(
-        default=None, metadata={"help": "Sentence pooling (default: mean, or the saved model's)."}
-    )
-    classifier_dropout: float | None = field(
-        default=None, metadata={"help": "Dropout before the linear head (default: 0.1, or the saved model's)."}
-    )
-    license: str = field(default="apache-2.0", metadata={"help": "Licence written into the model card."})
-    attribute_loss_weight: str | None = field(
-        default=None,
-        metadata={
-            "help": "With --attribute_columns: each axis's weight in the joint loss beside the type's (which is 1): "
-            "one number for every axis, or axis=number pairs, e.g. polarity=0.5,tense=1,certainty=1 (default 1)."
-        },
+    pooling: Literal["mean", "cls"] | None = _option("Sentence pooling (default: mean, or the saved model's).")
+    classifier_dropout: float | None = _option("Dropout before the linear head (default: 0.1, or the saved model's).")
+    license: str = _option("Licence written into the model card.", "apache-2.0")
+    attribute_loss_weight: str | None = _option(
+        "Each attribute axis's weight in the joint loss (the type's is 1): one number, or pairs like "
+        "polarity=0.5,tense=1 (default 1)."
     )
 
 
@@ -150,52 +110,30 @@ class DataTrainingArguments:
     """The data, and how the imbalanced classes are weighted, sampled and validated."""
 
     train_file: str = field(metadata={"help": "Training data: JSON array, JSON Lines, CSV or TSV."})
-    validation_file: str | None = field(
-        default=None, metadata={"help": "Validation data; without it, a stratified part of train_file is held out."}
+    validation_file: str | None = _option("Validation data; without it, a stratified part of train_file is held out.")
+    test_file: str | None = _option("Labelled test data, evaluated once at the end.")
+    text_column: str | None = _option("Column of the sentences (default: sentence, or 문장 in DACON files).")
+    label_column: str | None = _option("Column of the types, as names or ids 0-3 (default: label, or 유형 in DACON).")
+    attribute_columns: str | None = _option(
+        "Also train attribute heads, one per axis named here, comma-separated: polarity, tense, certainty "
+        "(prepare_aihub.py's columns) or DACON's 극성, 시제, 확실성."
     )
-    test_file: str | None = field(default=None, metadata={"help": "Labelled test data, evaluated once at the end."})
-    text_column: str | None = field(
-        default=None, metadata={"help": "Column of the sentences (default: sentence, or 문장 in DACON files)."}
+    validation_split_percentage: int = _option("Percentage of train_file held out when there is no validation.", 10)
+    max_seq_length: int = _option(
+        "Longer sentences are truncated to this many tokens (at most what the encoder takes).", RECIPE.max_seq_length
     )
-    label_column: str | None = field(
-        default=None,
-        metadata={"help": "Column of the types, as names or ids 0-3 (default: label, or 유형 in DACON files)."},
+    class_weighting: Literal["balanced", "inverse_sqrt", "none"] = _option(
+        "Class weights of the loss: balanced = n / (k * n_c), inverse_sqrt = 1 / sqrt(n_c) (mean 1), none.",
+        RECIPE.class_weighting,
     )
-    attribute_columns: str | None = field(
-        default=None,
-        metadata={
-            "help": "Also train attribute heads, one per axis named here, comma-separated: polarity, tense, "
-            "certainty (prepare_aihub.py's columns) or DACON's 극성, 시제, 확실성."
-        },
+    weighted_sampler: bool = _option(
+        "Draw training sentences so every type is equally likely (--no_weighted_sampler: shuffle).",
+        RECIPE.weighted_sampler,
     )
-    validation_split_percentage: int = field(
-        default=10, metadata={"help": "Percentage of train_file held out for validation when there is no file."}
+    early_stopping_patience: int = _option(
+        "Stop after this many evaluations without a better metric; 0 never stops.", RECIPE.early_stopping_patience
     )
-    max_seq_length: int = field(
-        default=RECIPE.max_seq_length,
-        metadata={"help": "Longer sentences are truncated to this many tokens (at most what the encoder takes)."},
-    )
-    class_weighting: Literal["balanced", "inverse_sqrt", "none"] = field(
-        default=RECIPE.class_weighting,
-        metadata={
-            "help": "Cross-entropy class weights from the training label counts: balanced = n / (k * n_c), "
-            "inverse_sqrt = 1 / sqrt(n_c) rescaled to mean 1 per sentence, none = unweighted."
-        },
-    )
-    weighted_sampler: bool = field(
-        default=RECIPE.weighted_sampler,
-        metadata={
-            "help": "Draw each epoch's training sentences with replacement so every type is equally likely "
-            "(--no_weighted_sampler: plain shuffling)."
-        },
-    )
-    early_stopping_patience: int = field(
-        default=RECIPE.early_stopping_patience,
-        metadata={"help": "Stop after this many evaluations without a better metric; 0 never stops."},
-    )
-    cv_folds: int = field(
-        default=0, metadata={"help": "Stratified k-fold cross-validation over train_file with k folds (0: off)."}
-    )
+    cv_folds: int = _option("Stratified k-fold cross-validation over train_file with k folds (0: off).", 0)
 
     def __post_init__(self) -> None:
         if self.cv_folds == 1 or self.cv_folds < 0:
@@ -203,28 +141,33 @@ class DataTrainingArguments:
         if not 0 < self.validation_split_percentage < 100:
             raise KoSentTypeError("--validation_split_percentage must be between 1 and 99")
 
+    @property
+    def attributes(self) -> dict[str, list[str]]:
+        """The axes --attribute_columns asks for, each with its labels in head order ({} for none)."""
+        return attribute_axes([name.strip() for name in (self.attribute_columns or "").split(",") if name.strip()])
+
 
 @dataclass
 class KoSentTypeTrainingArguments(TrainingArguments):
     """`TrainingArguments` plus two of ours; `parse_arguments` gives them the recipe's defaults."""
 
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Train into an output_dir that holds another run: its checkpoints are deleted at the start and "
-            "its model is replaced once the new one is saved."
-        },
+    overwrite_output_dir: bool = _option(
+        "Train into an output_dir that holds another run: its checkpoints are deleted at the start and its model is "
+        "replaced once the new one is saved.",
+        False,
     )
-    auto_mixed_precision: bool = field(
-        default=True,
-        metadata={
-            "help": "Without --bf16/--fp16, use bf16 on a GPU that supports it, else fp16 on a CUDA GPU; fp32 on "
-            "CPU. --no_auto_mixed_precision keeps fp32 everywhere."
-        },
+    auto_mixed_precision: bool = _option(
+        "Without --bf16/--fp16, use bf16 on a GPU that supports it, else fp16 on a CUDA GPU; fp32 on CPU. "
+        "--no_auto_mixed_precision keeps fp32 everywhere.",
+        True,
     )
 
     def __post_init__(self) -> None:
-        if not self.use_cpu and launched_without_accelerator():
+        accelerator = getattr(torch, "accelerator", None)
+        has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+        # Several processes and no GPU: without use_cpu, accelerate sets up no DDP, and each process would train
+        # alone on all the data (all of them writing the same output).
+        if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator:
             logger.warning("torchrun/accelerate on a machine without GPU: training on the CPUs (--use_cpu).")
             self.use_cpu = True
         if self.auto_mixed_precision and not (self.bf16 or self.fp16 or self.use_cpu):
@@ -234,19 +177,9 @@ class KoSentTypeTrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
-def launched_without_accelerator() -> bool:
-    """Several processes and no GPU: without `use_cpu`, accelerate sets up no DDP there, and every process would
-    silently train alone on all the data as if it were the only one (and all of them write the same output)."""
-    accelerator = getattr(torch, "accelerator", None)
-    has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator
-
-
 def preferred_mixed_precision() -> tuple[bool, bool]:
     """(bf16, fp16) for this machine: bf16 keeps fp32's range, so it wins where the GPU has it."""
-    if is_torch_bf16_gpu_available():
-        return True, False
-    return False, is_torch_cuda_available()
+    return (True, False) if is_torch_bf16_gpu_available() else (False, is_torch_cuda_available())
 
 
 Arguments = tuple[ModelArguments, DataTrainingArguments, KoSentTypeTrainingArguments]
@@ -278,8 +211,19 @@ def _arguments_file(path: str) -> dict[str, Any]:
     return values
 
 
-def setup_logging(training_args: TrainingArguments) -> None:
-    """run_glue.py's logging: INFO on the main process, warnings elsewhere, transformers in step."""
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run_command(PROGRAM, lambda: run(sys.argv[1:] if argv is None else argv))
+    finally:
+        # Left open, torchrun's process group can abort a finished process from gloo's threads ("terminate called
+        # without an active exception") and turn a successful run into a failed one.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def run(argv: Sequence[str]) -> int:
+    model_args, data_args, training_args = parse_arguments(argv)
+    # run_glue.py's logging: INFO on the main process, warnings elsewhere, transformers in step.
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%m/%d/%Y %H:%M:%S",
@@ -290,95 +234,48 @@ def setup_logging(training_args: TrainingArguments) -> None:
     transformers.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
-
-
-# ---- The command ---------------------------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return run_command(PROGRAM, lambda: _run(sys.argv[1:] if argv is None else argv))
-    finally:
-        close_process_group()
-
-
-def _run(argv: Sequence[str]) -> int:
-    model_args, data_args, training_args = parse_arguments(argv)
-    setup_logging(training_args)
     train(model_args, data_args, training_args)
     return 0
-
-
-def close_process_group() -> None:
-    """Shut torchrun's process group down before exit: left open, gloo's threads can abort a finished process
-    ("terminate called without an active exception") and turn a successful run into a failed one."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 def train(
     model_args: ModelArguments, data_args: DataTrainingArguments, training_args: KoSentTypeTrainingArguments
 ) -> dict[str, Any]:
-    """Read and check everything, then train once (or once per fold with `cv_folds`); return the metrics.
-
-    A single run returns `{"train": Trainer's train metrics, "eval": classification_metrics(...), "test": ...}`,
-    a cross-validation `{"folds": [...], "mean": {...}, "std": {...}}`. The data, the model's sources and the
-    output folder are all checked before anything is written, so bad input leaves no half-made output folder.
-    """
-    attribute_loss_weights(model_args.attribute_loss_weight, requested_attributes(data_args))  # checked up front
+    """Check everything before writing, then train once (or once per fold) and return the metrics: `{"train": ...,
+    "eval": ..., "test": ...}` or, cross-validating, `{"folds": [...], "mean": {...}, "std": {...}}`."""
+    attribute_loss_weights(model_args.attribute_loss_weight, data_args.attributes)  # checked up front
     splits, names = read_splits(data_args, training_args.seed)
-    folds = (
-        cross_validation_folds(splits["train"], data_args.cv_folds, training_args.seed, SENTENCE_TYPES, names["train"])
-        if data_args.cv_folds
-        else None
-    )
-    check_local_sources(model_sources(model_args))
+    folds = None
+    if data_args.cv_folds:
+        folds = cross_validation_folds(
+            splits["train"], data_args.cv_folds, training_args.seed, SENTENCE_TYPES, names["train"]
+        )
+    check_local_sources(model_args.model_name_or_path, model_args.tokenizer_name, model_args.encoder_config)
     resume = prepare_output_dir(training_args, run_record(model_args, data_args, training_args), folds is not None)
     if folds is not None:
         return cross_validate(folds, splits, names, model_args, data_args, training_args)
     return fit(splits, names, model_args, data_args, training_args, resume)
 
 
-# ---- Data ----------------------------------------------------------------------------------------------------------
-
-
-def model_sources(model_args: ModelArguments) -> dict[str, str | None]:
-    """The model and tokenizer folders (or Hub ids) the run will load, by the option that names them."""
-    sources = {"--tokenizer_name": model_args.tokenizer_name}
-    if model_args.encoder_config is None or model_args.tokenizer_name is None:
-        sources["--model_name_or_path"] = model_args.model_name_or_path
-    return sources
-
-
 def read_splits(data_args: DataTrainingArguments, seed: int) -> tuple[dict[str, list[Example]], dict[str, str]]:
-    """The labelled examples of each split (train, eval, maybe test), and how the card and logs name each."""
-
-    attributes = requested_attributes(data_args)
-
-    def read(path: str) -> list[Example]:
-        return read_labelled_file(path, SENTENCE_TYPES, data_args.text_column, data_args.label_column, attributes)
-
-    splits = {"train": read(data_args.train_file)}
-    names = {"train": _file_name(data_args.train_file)}
-    if data_args.test_file:
-        splits["test"], names["test"] = read(data_args.test_file), _file_name(data_args.test_file)
-        report_shared_sentences(splits["train"], splits["test"], data_args.train_file, data_args.test_file)
-    if data_args.cv_folds:
-        if data_args.validation_file:
-            logger.warning("--cv_folds validates on held-out folds of --train_file; --validation_file is ignored.")
-    elif data_args.validation_file:
-        splits["eval"], names["eval"] = read(data_args.validation_file), _file_name(data_args.validation_file)
-        report_shared_sentences(splits["train"], splits["eval"], data_args.train_file, data_args.validation_file)
-    else:
+    """The labelled examples of each split (train, maybe test, eval), and their file names for the card and logs
+    (a published card should not carry this machine's paths)."""
+    if data_args.cv_folds and data_args.validation_file:
+        logger.warning("--cv_folds validates on held-out folds of --train_file; --validation_file is ignored.")
+    files = {"train": data_args.train_file, "test": data_args.test_file}
+    files["eval"] = None if data_args.cv_folds else data_args.validation_file
+    splits, names = {}, {}
+    for split, path in files.items():
+        if path:
+            columns = (data_args.text_column, data_args.label_column, data_args.attributes)
+            splits[split], names[split] = read_labelled_file(path, SENTENCE_TYPES, *columns), Path(path).name
+            if split != "train":
+                report_shared_sentences(splits["train"], splits[split], data_args.train_file, path)
+    if not data_args.cv_folds and "eval" not in splits:
         percentage = data_args.validation_split_percentage
         splits["train"], splits["eval"] = hold_out_validation(splits["train"], percentage, seed)
         names["eval"] = f"{percentage}% held out of {names['train']}"
     return splits, names
-
-
-def requested_attributes(data_args: DataTrainingArguments) -> dict[str, list[str]]:
-    """The attribute axes --attribute_columns asks for, each with its labels in head order ({} for none)."""
-    return attribute_axes([name.strip() for name in (data_args.attribute_columns or "").split(",") if name.strip()])
 
 
 def attribute_loss_weights(value: str | None, attributes: dict[str, list[str]]) -> dict[str, float] | None:
@@ -392,8 +289,7 @@ def attribute_loss_weights(value: str | None, attributes: dict[str, list[str]]) 
             weights = {axis.strip(): float(weight) for axis, weight in (pair.split("=") for pair in value.split(","))}
     except ValueError:
         weights = {}
-    valid = set(weights) <= set(attributes) and all(0 <= weight < float("inf") for weight in weights.values())
-    if not (weights and valid):
+    if not weights or not set(weights) <= set(attributes) or not all(0 <= w < float("inf") for w in weights.values()):
         raise KoSentTypeError(
             f"--attribute_loss_weight {value}: expected a number >= 0 or axis=number pairs for the axes "
             f"{', '.join(attributes)}, e.g. {next(iter(attributes))}=0.5"
@@ -401,48 +297,25 @@ def attribute_loss_weights(value: str | None, attributes: dict[str, list[str]]) 
     return weights
 
 
-def _file_name(path: str) -> str:
-    """Files by name only in the card and logs: a published card should not carry this machine's paths."""
-    return Path(path).name
-
-
-# ---- The output folder ---------------------------------------------------------------------------------------------
-
-
 def run_record(
     model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments
 ) -> dict[str, Any]:
     """What makes a run this run: the data files' contents and the arguments that shape training."""
-    data_files = {
-        key: getattr(data_args, key)
-        for key in ("train_file", "validation_file", "test_file")
-        if getattr(data_args, key)
-    }
+    files = {key: path for key in ("train_file", "validation_file", "test_file") if (path := getattr(data_args, key))}
     arguments = {
-        **{f"{key} (content)": _sha256(path) for key, path in data_files.items()},
+        **{f"{key} (content)": hashlib.sha256(Path(path).read_bytes()).hexdigest() for key, path in files.items()},
         **dataclasses.asdict(model_args),
         "encoder_config": load_encoder_config(model_args.encoder_config) if model_args.encoder_config else None,
-        **{key: value for key, value in dataclasses.asdict(data_args).items() if key not in data_files},
+        **{key: value for key, value in dataclasses.asdict(data_args).items() if key not in files},
         **{key: getattr(training_args, key) for key in RESUMABLE_TRAINING_ARGUMENTS if hasattr(training_args, key)},
     }
     arguments.pop("license")
     return json.loads(json.dumps(arguments, default=str))  # as it reads back from the file
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def prepare_output_dir(args: KoSentTypeTrainingArguments, record: dict[str, Any], cross_validation: bool) -> str | None:
-    """Refuse to mix two runs in one folder, then record this one; return what `Trainer.train` resumes from.
-
-    A folder holding a run is only trained into again with --overwrite_output_dir (a fresh start), or with
-    --resume_from_checkpoint when the checkpoint's run had the same data and arguments.
-    """
+    """Refuse to mix two runs in one folder (unless --overwrite_output_dir, or --resume_from_checkpoint of a run
+    with the same data and arguments), then record this one; return what `Trainer.train` resumes from."""
     output = Path(args.output_dir)
     if output.exists() and not output.is_dir():
         raise KoSentTypeError(f"--output_dir {output} exists and is not a folder")
@@ -451,8 +324,8 @@ def prepare_output_dir(args: KoSentTypeTrainingArguments, record: dict[str, Any]
         raise KoSentTypeError("--resume_from_checkpoint resumes one run, not a cross-validation; start it again")
     if resume and args.overwrite_output_dir:
         raise KoSentTypeError(
-            "--resume_from_checkpoint continues the run in --output_dir; --overwrite_output_dir "
-            "would delete it: choose one"
+            "--resume_from_checkpoint continues the run in --output_dir; --overwrite_output_dir would delete it: "
+            "choose one"
         )
     checkpoint = resumed_checkpoint(output, resume, record) if resume else None
     holds_other_run = output.is_dir() and any(output.iterdir()) and (checkpoint is None or checkpoint.parent != output)
@@ -502,9 +375,6 @@ def resumed_checkpoint(output: Path, resume: str, record: dict[str, Any]) -> Pat
     return checkpoint
 
 
-# ---- Training ------------------------------------------------------------------------------------------------------
-
-
 def fit(
     splits: dict[str, list[Example]],
     names: dict[str, str],
@@ -513,26 +383,54 @@ def fit(
     training_args: KoSentTypeTrainingArguments,
     resume: str | None = None,
 ) -> dict[str, Any]:
-    """One training run: fit, restore the best checkpoint, evaluate, save the package and its card."""
+    """One training run with the recipe's class weights (per head) and sampler: fit, restore the best checkpoint,
+    evaluate, save the package and its card."""
     set_seed(training_args.seed)
-    attributes = requested_attributes(data_args)
+    attributes = data_args.attributes
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.tokenizer_name)
     model = build_model(
         model_args.model_name_or_path,
         model_args.encoder_config,
         tokenizer,
+        max_seq_length=data_args.max_seq_length,
         id2label=dict(enumerate(SENTENCE_TYPES)),
         pooling=model_args.pooling,
         classifier_dropout=model_args.classifier_dropout,
         attributes=attributes or None,
         attribute_loss_weights=attribute_loss_weights(model_args.attribute_loss_weight, attributes),
     )
-    tokenizer.model_max_length = model_max_length(data_args.max_seq_length, model)
     datasets = {
         split: to_dataset(examples, tokenizer, tokenizer.model_max_length, SENTENCE_TYPES)
         for split, examples in splits.items()
     }
-    trainer = weighted_trainer(model, tokenizer, datasets, splits["train"], attributes, data_args, training_args)
+    train_examples = splits["train"]
+    counts = label_counts(train_examples, SENTENCE_TYPES)
+    class_weights = class_weights_from_counts(counts, data_args.class_weighting)
+    counts_by_type = dict(zip(SENTENCE_TYPES, counts, strict=True))
+    logger.info(f"Training label counts {counts_by_type}; class weights {class_weights.tolist()}")
+    patience = data_args.early_stopping_patience if training_args.load_best_model_at_end else 0
+    if data_args.early_stopping_patience > 0 and not patience:  # it compares evaluations by the best-model metric
+        logger.warning("Early stopping is off: it needs --load_best_model_at_end (and an eval strategy).")
+    # With attribute heads the Trainer must be told both label inputs, or it would not evaluate them.
+    label_names = {"label_names": ["labels", "attribute_targets"]} if attributes else {}
+    trainer = WeightedTrainer(
+        model=model,
+        args=dataclasses.replace(training_args, push_to_hub=False, **label_names),  # the package is pushed at the end
+        train_dataset=datasets["train"],
+        eval_dataset=datasets["eval"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(
+            tokenizer, pad_to_multiple_of=8 if training_args.bf16 or training_args.fp16 else None
+        ),
+        compute_metrics=metrics_computer(SENTENCE_TYPES, attributes),
+        callbacks=[*([EarlyStoppingCallback(patience)] if patience > 0 else []), HubTokenizerInCheckpoints()],
+        class_weights=class_weights,
+        sample_weights=sample_weights_for([ex.label for ex in train_examples]) if data_args.weighted_sampler else None,
+        attribute_class_weights=[
+            class_weights_from_counts(label_counts(train_examples, labels, axis), data_args.class_weighting)
+            for axis, labels in enumerate(attributes.values())
+        ],
+    )
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
@@ -546,56 +444,6 @@ def fit(
         if training_args.push_to_hub:
             push_package(package, training_args)
     return {"train": train_result.metrics, **{split: result["metrics"] for split, result in evaluations.items()}}
-
-
-def weighted_trainer(
-    model: KoSentTypeForSequenceClassification,
-    tokenizer: PreTrainedTokenizerBase,
-    datasets: dict[str, Any],
-    train_examples: Sequence[Example],
-    attributes: dict[str, list[str]],
-    data_args: DataTrainingArguments,
-    training_args: KoSentTypeTrainingArguments,
-) -> WeightedTrainer:
-    """The Trainer with the recipe's class weights (per head) and sampler, early stopping, and Hub-ready
-    checkpoints; with attribute heads, the joint loss."""
-    counts = label_counts(train_examples, SENTENCE_TYPES)
-    class_weights = class_weights_from_counts(counts, data_args.class_weighting)
-    attribute_class_weights = [
-        class_weights_from_counts(label_counts(train_examples, labels, axis), data_args.class_weighting)
-        for axis, labels in enumerate(attributes.values())
-    ]
-    # With attribute heads the Trainer must be told both label inputs, or it would not evaluate them.
-    label_names = {"label_names": ["labels", "attribute_targets"]} if attributes else {}
-    logger.info(
-        f"Training label counts {dict(zip(SENTENCE_TYPES, counts, strict=True))}; class weights "
-        f"{class_weights.tolist()}"
-    )
-    mixed_precision = training_args.bf16 or training_args.fp16
-    labels = [example.label for example in train_examples]
-    return WeightedTrainer(
-        model=model,
-        args=dataclasses.replace(training_args, push_to_hub=False, **label_names),  # the package is pushed at the end
-        train_dataset=datasets["train"],
-        eval_dataset=datasets["eval"],
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if mixed_precision else None),
-        compute_metrics=metrics_computer(SENTENCE_TYPES, attributes),
-        callbacks=[*early_stopping(data_args.early_stopping_patience, training_args), HubTokenizerInCheckpoints()],
-        class_weights=class_weights,
-        sample_weights=sample_weights_for(labels) if data_args.weighted_sampler else None,
-        attribute_class_weights=attribute_class_weights,
-    )
-
-
-def early_stopping(patience: int, args: TrainingArguments) -> list[EarlyStoppingCallback]:
-    """Early stopping compares evaluations by the best-model metric, so it needs load_best_model_at_end."""
-    if patience <= 0:
-        return []
-    if not args.load_best_model_at_end:
-        logger.warning("Early stopping is off: it needs --load_best_model_at_end (and an eval strategy).")
-        return []
-    return [EarlyStoppingCallback(early_stopping_patience=patience)]
 
 
 class HubTokenizerInCheckpoints(TrainerCallback):
@@ -628,25 +476,41 @@ def card_arguments(
     names: dict[str, str],
     model_args: ModelArguments,
     data_args: DataTrainingArguments,
-    training_args: TrainingArguments,
+    args: TrainingArguments,
 ) -> dict[str, Any]:
-    """`write_model_card`'s arguments: the test split's metrics if there is one, else the validation split's."""
+    """`write_model_card`'s arguments: the test split's metrics if there is one, else the validation split's, and
+    the hyper-parameters as the run actually used them."""
     split = "test" if "test" in evaluations else "eval"
+    counts = label_counts(splits["train"], SENTENCE_TYPES)
+    mix = ", ".join(f"{name} {count}" for name, count in zip(SENTENCE_TYPES, counts, strict=True))
+    procedure = {
+        "start": model_args.model_name_or_path if model_args.encoder_config is None else "encoder trained from scratch",
+        "optimizer": f"{args.optim} (lr {args.learning_rate}, weight decay {args.weight_decay})",
+        "schedule": f"{args.lr_scheduler_type} with warmup {getattr(args, 'warmup_ratio', None) or args.warmup_steps}",
+        "epochs": f"{args.num_train_epochs} (early stopping patience {data_args.early_stopping_patience})",
+        "epochs trained": round(trainer.state.epoch or 0, 2),
+        "batch size": args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size),
+        "max_length": trainer.processing_class.model_max_length,
+        "max grad norm": args.max_grad_norm,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "class weighting": data_args.class_weighting,
+        "weighted sampler": data_args.weighted_sampler,
+        "best checkpoint by": args.metric_for_best_model,
+        "seed": args.seed,
+    }
+    evaluated = f"{names[split]} ({len(splits[split])} sentences)"
     return {
-        "metrics": {
-            **evaluations[split]["metrics"],
-            "eval_dataset": f"{names[split]} ({len(splits[split])} sentences)",
-        },
-        "training_procedure": training_procedure(model_args, data_args, training_args, trainer),
-        "datasets_note": datasets_note(names["train"], label_counts(splits["train"], SENTENCE_TYPES)),
+        "metrics": {**evaluations[split]["metrics"], "eval_dataset": evaluated},
+        "training_procedure": procedure,
+        "datasets_note": f"`{names['train']}`: {sum(counts)} sentences ({mix}).",
         "license": model_args.license,
-        "repo_id": training_args.hub_model_id if training_args.push_to_hub else None,
+        "repo_id": args.hub_model_id if args.push_to_hub else None,
     }
 
 
 def save_package(trainer: Trainer, folder: Path, evaluations: dict[str, dict], card: dict[str, Any]) -> Path:
-    """output_dir/model, whole or not at all: the best model, its tokenizer, its metrics and confusion matrices,
-    and the model card — and nothing of the training state, so the folder can be published as it is."""
+    """output_dir/model, whole or not at all: the best model, its tokenizer, metrics, confusion matrices and card —
+    nothing of the training state, so the folder can be published as it is."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     tokenizer = trainer.processing_class
     with staged_folder(folder, replace=True) as staging:
@@ -666,12 +530,8 @@ def push_package(folder: Path, args: TrainingArguments) -> None:
     """Upload the package folder (only it: no checkpoints or training state) to the Hub repository."""
     api = HfApi()
     try:
-        repo = api.create_repo(
-            args.hub_model_id or Path(args.output_dir).absolute().name,
-            token=args.hub_token,
-            private=args.hub_private_repo,
-            exist_ok=True,
-        )
+        name = args.hub_model_id or Path(args.output_dir).absolute().name
+        repo = api.create_repo(name, token=args.hub_token, private=args.hub_private_repo, exist_ok=True)
         api.upload_folder(
             repo_id=repo.repo_id,
             folder_path=str(folder),
@@ -683,37 +543,6 @@ def push_package(folder: Path, args: TrainingArguments) -> None:
         raise KoSentTypeError(
             f"pushing {folder} to the Hub failed ({one_line(error)}); the model is saved there: upload it later"
         ) from None
-
-
-def training_procedure(
-    model_args: ModelArguments, data_args: DataTrainingArguments, args: TrainingArguments, trainer: Trainer
-) -> dict[str, Any]:
-    """The hyper-parameters the card lists, as the run actually used them."""
-    total_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
-    warmup = getattr(args, "warmup_ratio", None) or args.warmup_steps
-    return {
-        "start": model_args.model_name_or_path if model_args.encoder_config is None else "encoder trained from scratch",
-        "optimizer": f"{args.optim} (lr {args.learning_rate}, weight decay {args.weight_decay})",
-        "schedule": f"{args.lr_scheduler_type} with warmup {warmup}",
-        "epochs": f"{args.num_train_epochs} (early stopping patience {data_args.early_stopping_patience})",
-        "epochs trained": round(trainer.state.epoch or 0, 2),
-        "batch size": total_batch,
-        "max_length": trainer.processing_class.model_max_length,
-        "max grad norm": args.max_grad_norm,
-        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-        "class weighting": data_args.class_weighting,
-        "weighted sampler": data_args.weighted_sampler,
-        "best checkpoint by": args.metric_for_best_model,
-        "seed": args.seed,
-    }
-
-
-def datasets_note(train_name: str, counts: Sequence[int]) -> str:
-    mix = ", ".join(f"{name} {count}" for name, count in zip(SENTENCE_TYPES, counts, strict=True))
-    return f"`{train_name}`: {sum(counts)} sentences ({mix})."
-
-
-# ---- Cross-validation ----------------------------------------------------------------------------------------------
 
 
 def cross_validate(

@@ -1,9 +1,7 @@
 """Class-weighted cross-entropy and a seeded weighted sampler for the Hugging Face `Trainer`.
 
-The training data is imbalanced (대화형 is a few percent of the sentences), so the recipe weights the loss by class
-and draws every epoch's sentences so that each type is equally likely. `WeightedTrainer` does both for any sequence
-classifier, exactly: the loss of an optimizer step is the weighted mean over all of that step's examples, whatever
-the gradient accumulation and the number of processes.
+The types are imbalanced (대화형 is a few percent), so the loss is weighted by class and every epoch's sentences are
+drawn so that each type is equally likely; docs/training.md explains the exact per-step weighting.
 """
 
 from __future__ import annotations
@@ -22,11 +20,7 @@ CLASS_WEIGHTINGS = ("balanced", "inverse_sqrt", "none")
 
 
 def class_weights_from_counts(counts: Sequence[int], scheme: str) -> torch.Tensor:
-    """Cross-entropy weights per class, each scheme scaled so an average training sentence weighs 1.
-
-    A class absent from training gets weight 0: it never appears in a batch, and a division by its zero count
-    would only spread inf into the logs.
-    """
+    """Cross-entropy weights per class, scaled so an average training sentence weighs 1 (an absent class: 0)."""
     if scheme not in CLASS_WEIGHTINGS:
         raise ValueError(f"Unknown class weighting {scheme!r}; expected one of {', '.join(CLASS_WEIGHTINGS)}.")
     counts = torch.as_tensor(counts, dtype=torch.float64)
@@ -44,15 +38,9 @@ def sample_weights_for(labels: Sequence[int]) -> list[float]:
 
 
 class SeededWeightedRandomSampler(Sampler[int]):
-    """A `WeightedRandomSampler` whose draw depends only on (seed, epoch), never on the global RNG.
-
-    Under torchrun/accelerate every process builds this sampler and draws the same `num_samples` indices for the
-    epoch; accelerate's `BatchSamplerShard` then deals the batches of that one draw out to the processes in turn, so
-    the shards are disjoint and together are exactly the single-process draw. The Trainer (through accelerate's
-    `DataLoaderShard.set_epoch`) sets the epoch before each pass, so each epoch has a new draw and a resumed run
-    replays the one it was interrupted in. It deliberately has no `generator` attribute: accelerate would replace
-    a `None` one with a randomly seeded generator.
-    """
+    """A `WeightedRandomSampler` whose draw depends only on (seed, epoch): every process draws the same indices and
+    accelerate deals their batches out, and a resumed run replays its epoch. It has no `generator` attribute, which
+    accelerate would replace with a randomly seeded one."""
 
     def __init__(self, weights: Sequence[float], num_samples: int, seed: int) -> None:
         self.weights = torch.as_tensor(weights, dtype=torch.float64)
@@ -63,12 +51,9 @@ class SeededWeightedRandomSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def draw(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist()
-
     def __iter__(self) -> Iterator[int]:
-        return iter(self.draw())
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist())
 
     def __len__(self) -> int:
         return self.num_samples
@@ -85,17 +70,10 @@ def known_label_weight(labels: torch.Tensor, class_weights: torch.Tensor | None)
 class WeightedTrainer(Trainer):
     """A `Trainer` with class-weighted cross-entropy and, optionally, a seeded weighted random sampler.
 
-    The loss of an optimizer step is sum(w_y * CE) / sum(w_y) over the whole step's examples — all micro-batches of
-    gradient accumulation and all processes — which is what one big batch would give. The Trainer divides a custom
-    loss by the accumulation steps only when it thinks the model does not normalise by `num_items_in_batch`; here
-    `num_items_in_batch` is the step's total weight (see `_get_num_items_in_batch`) and `compute_loss` divides by
-    it, so `model_accepts_loss_kwargs` is set to say so (in transformers 4.57 and 5.x alike). Under several
-    processes the total is gathered, and the loss multiplied by the process count to undo DDP's gradient averaging.
-
-    A model with attribute heads (a kosenttype model with `config.attributes`, fed `attribute_targets`) is trained
-    on the joint loss: the type's weighted mean cross-entropy plus, for each axis, `config.attribute_loss_weights`
-    times that axis's weighted mean cross-entropy (class weights `attribute_class_weights`, in axis order) — each
-    mean taken, the same way, over the whole step; `num_items_in_batch` is then one total per head.
+    Each head's loss is sum(w_y * CE) / sum(w_y) over the whole optimizer step (all accumulated micro-batches and
+    all processes), as one big batch would give: `num_items_in_batch` is the step's total weight per head, gathered
+    across processes, and `model_accepts_loss_kwargs` tells the Trainer not to divide again. With attribute heads
+    the loss is the type's plus each axis's times `config.attribute_loss_weights`.
     """
 
     def __init__(
@@ -116,23 +94,19 @@ class WeightedTrainer(Trainer):
         self.sample_weights = sample_weights
         self.model_accepts_loss_kwargs = True
 
-    def _head_weights_on(self, device: torch.device) -> list[torch.Tensor]:
-        """Each head's class weights (type first, then the axes'; None = all 1), moved to `device` once: a copy
-        per step would stall a GPU."""
-        if self.class_weights.device != device:
-            self.class_weights = self.class_weights.to(device)
-            self.attribute_class_weights = [
-                weights.to(device) if weights is not None else None for weights in self.attribute_class_weights
-            ]
-        return [self.class_weights, *self.attribute_class_weights]
-
     def _spans_processes(self) -> bool:
         return self.args.average_tokens_across_devices and self.accelerator.num_processes > 1
 
     def _heads(self, labels: torch.Tensor, attribute_targets: torch.Tensor | None) -> list[tuple]:
-        """(labels, class weights) of each head the batch trains: the type's, then each attribute axis's."""
+        """(labels, class weights; None = all 1) of each head the batch trains: the type's, then each axis's. The
+        weights move to the labels' device once: a copy per step would stall a GPU."""
+        if self.class_weights.device != labels.device:
+            self.class_weights = self.class_weights.to(labels.device)
+            self.attribute_class_weights = [
+                weights.to(labels.device) if weights is not None else None for weights in self.attribute_class_weights
+            ]
         head_labels = [labels, *(attribute_targets.unbind(dim=-1) if attribute_targets is not None else ())]
-        return list(zip(head_labels, self._head_weights_on(labels.device), strict=False))
+        return list(zip(head_labels, [self.class_weights, *self.attribute_class_weights], strict=False))
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
         """The total class weight of one optimizer step's labels, one per head: the weighted means' denominators."""
