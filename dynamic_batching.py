@@ -1,20 +1,6 @@
-"""Dynamic batching: requests that arrive together run as one model call, in one worker thread, from a bounded queue.
-
-    batcher = DynamicBatcher(run_model, max_batch_size=32, max_wait_s=0.005, max_queue=1024)
-    batcher.start()
-    future = batcher.submit(["문장 하나.", "또 하나?"])   # a concurrent.futures.Future; QueueFull when full
-    results = future.result()                              # one result per item, in order
-
-A request (a "job") is a list of items. The worker takes the jobs waiting at the head of the queue, whole, until
-their items reach `max_batch_size` or the oldest has waited `max_wait_s`, hands all their items to `process` in
-one call, and gives each job back its own slice of the results. `process` sees only items, never jobs, so a job's
-results cannot depend on which other jobs shared its batch beyond what `process` itself does with a batch.
-
-The queue holds at most `max_queue` items: a job that would pass it is refused at once (`QueueFull`), before it
-is accepted, so that a server under overload answers "come back later" instead of queueing without bound.
-`close()` stops accepting and lets the worker finish every job already accepted. Nothing here knows about HTTP,
-asyncio or the model; a server wraps the futures with `asyncio.wrap_future`.
-"""
+"""Dynamic batching: jobs (lists of items) that arrive together run as one `process` call in one worker thread, from
+a queue bounded in items; each job gets its own slice of the results through a Future. Nothing here knows about HTTP,
+asyncio or the model (a server wraps the futures with `asyncio.wrap_future`)."""
 
 from __future__ import annotations
 
@@ -46,10 +32,11 @@ class _Job(Generic[Item]):
 
 
 class DynamicBatcher(Generic[Item, Result]):
-    """Gathers concurrent jobs into batches for one worker thread that runs `process` on each batch's items.
-
-    `on_batch(items, seconds)` is called after each batch (for metrics), from the worker thread.
-    """
+    """The worker takes the jobs at the head of the queue, whole, until their items reach `max_batch_size` or the
+    oldest has waited `max_wait_s`, and runs `process` once on all their items; `process` never sees jobs, so a
+    job's results can't depend on which others shared its batch. A job that would take the queue past `max_queue`
+    items is refused at once (`QueueFull`), so that overload is answered "come back later" instead of queueing
+    without bound. `on_batch(items, seconds)` is called after each batch (for metrics), from the worker thread."""
 
     def __init__(
         self,
@@ -61,13 +48,10 @@ class DynamicBatcher(Generic[Item, Result]):
         on_batch: Callable[[int, float], Any] | None = None,
         name: str = "dynamic-batcher",
     ) -> None:
-        self.process = process
-        self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_s
-        self.max_queue = max_queue
-        self.on_batch = on_batch
+        self.process, self.on_batch = process, on_batch
+        self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue
         self._jobs: deque[_Job[Item]] = deque()
-        self._queued_items = 0
+        self.queued_items = 0  # items waiting for a batch, not counting the batch that is running
         self._closed = False
         self._changed = threading.Condition()
         self._worker = threading.Thread(target=self._work, name=name, daemon=True)
@@ -76,27 +60,20 @@ class DynamicBatcher(Generic[Item, Result]):
         self._worker.start()
 
     @property
-    def queued_items(self) -> int:
-        """Items waiting for a batch (not counting the batch that is running)."""
-        return self._queued_items
-
-    @property
     def queued_jobs(self) -> int:
         return len(self._jobs)
 
     def submit(self, items: Sequence[Item]) -> Future:
         """Queue a job; its future gets one result per item, in order, or the exception `process` raised.
-
-        Raises `QueueFull` or `BatcherClosed` without queueing anything.
-        """
+        Raises `QueueFull` or `BatcherClosed` without queueing anything."""
         job = _Job(items)
         with self._changed:
             if self._closed:
                 raise BatcherClosed("the server is shutting down")
-            if self._queued_items + len(items) > self.max_queue:
-                raise QueueFull(f"the queue is full ({self._queued_items} of {self.max_queue} sentences waiting)")
+            if self.queued_items + len(items) > self.max_queue:
+                raise QueueFull(f"the queue is full ({self.queued_items} of {self.max_queue} sentences waiting)")
             self._jobs.append(job)
-            self._queued_items += len(items)
+            self.queued_items += len(items)
             self._changed.notify()
         return job.future
 
@@ -114,33 +91,26 @@ class DynamicBatcher(Generic[Item, Result]):
             self._run(batch)
 
     def _next_batch(self) -> list[_Job[Item]] | None:
-        """The next batch of jobs: at once when `max_batch_size` items wait, the oldest job has waited `max_wait_s`,
-        or the batcher is closing; None once it is closed and empty."""
+        """Whole jobs from the head of the queue up to `max_batch_size` items (at least one job; cancelled ones
+        skipped), once that many wait, the oldest has waited `max_wait_s`, or the batcher is closing; None once it
+        is closed and empty."""
         with self._changed:
             while not self._jobs and not self._closed:
                 self._changed.wait()
             if not self._jobs:
                 return None
             deadline = self._jobs[0].enqueued + self.max_wait_s
-            while self._queued_items < self.max_batch_size and not self._closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
-            return self._take_batch()
-
-    def _take_batch(self) -> list[_Job[Item]]:
-        """Whole jobs from the head of the queue up to `max_batch_size` items (always at least one job), skipping
-        jobs whose caller has given up (cancelled futures)."""
-        batch: list[_Job[Item]] = []
-        size = 0
-        while self._jobs and (not batch or size + len(self._jobs[0].items) <= self.max_batch_size):
-            job = self._jobs.popleft()
-            self._queued_items -= len(job.items)
-            if job.future.set_running_or_notify_cancel():
-                batch.append(job)
-                size += len(job.items)
-        return batch
+            while self.queued_items < self.max_batch_size and not self._closed and time.monotonic() < deadline:
+                self._changed.wait(deadline - time.monotonic())
+            batch: list[_Job[Item]] = []
+            size = 0
+            while self._jobs and (not batch or size + len(self._jobs[0].items) <= self.max_batch_size):
+                job = self._jobs.popleft()
+                self.queued_items -= len(job.items)
+                if job.future.set_running_or_notify_cancel():
+                    batch.append(job)
+                    size += len(job.items)
+            return batch
 
     def _run(self, batch: list[_Job[Item]]) -> None:
         items = [item for job in batch for item in job.items]

@@ -1,11 +1,6 @@
-"""A Hugging Face Inference Endpoints custom handler: the same answers as `kosenttype-serve`'s POST /.
-
-Inference Endpoints run a model repository's `handler.py` (class `EndpointHandler`) when it has one. Copy this file
-into the model folder as `handler.py`, with a `requirements.txt` holding `kosenttype[serve]`, and push it; the
-endpoint then answers `InferenceClient(base_url=ENDPOINT_URL).text_classification(text, top_k=k)` exactly as the
-server does. Requests come one at a time here (the endpoint's own server batches nothing), so this is the
-simple path; for dynamic batching run `kosenttype-serve` instead.
-"""
+"""A Hugging Face Inference Endpoints custom handler (`EndpointHandler`): `kosenttype-serve`'s POST / answers, one
+request at a time, without dynamic batching. Copy it into the model repository as `handler.py`, with a
+`requirements.txt` holding `kosenttype[serve]` (docs/serving.md)."""
 
 from __future__ import annotations
 
@@ -16,11 +11,8 @@ from kosenttype.server_app import ServingLimits, TextClassificationRequest, chec
 
 
 class EndpointHandler:
-    """`EndpointHandler(path)(data)` with `data` = {"inputs": str | [str], "parameters": {"top_k", ...}}.
-
-    Bad input raises an exception naming the problem (`ApiError`, or pydantic's `ValidationError` for wrong
-    types), which the endpoint returns as an error response.
-    """
+    """`EndpointHandler(path)(data)`, `data` = {"inputs": str | [str], "parameters": {"top_k", ...}}; bad input
+    raises `ApiError` (or pydantic's `ValidationError`), which the endpoint returns as an error response."""
 
     def __init__(self, path: str = "", precision: str = "auto") -> None:
         self.classifier = load_classifier(path or ".", precision=precision)

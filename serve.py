@@ -2,18 +2,16 @@
 
     kosenttype-serve --model DIR_OR_HUB_ID [--host 127.0.0.1] [--port 8080]
 
-Routes: POST / (the Hugging Face Inference API's text classification, what `InferenceClient.text_classification`
-sends), POST /predict (Text Embeddings Inference), POST /classify (kosenttype-predict's records, attribute heads
-included), GET /health, /info, /metrics (Prometheus), /docs (OpenAPI). The model loads in the background: /health
-answers 503 until it is ready. SIGTERM or Ctrl-C stops accepting connections, answers every request already
-accepted, and exits 0. A port in use or a model that can't be loaded: one line `kosenttype-serve: error: …`, exit 2.
-See docs/serving.md.
+Routes: POST / (Inference API), POST /predict (TEI), POST /classify (predict's records), GET /health, /info, /metrics,
+/docs. SIGTERM or Ctrl-C answers every accepted request and exits 0; a startup error is one line, exit 2. See
+docs/serving.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
 from kosenttype.command_line import add_model_arguments, check_at_least, load_from_arguments
 from kosenttype.engine import DEFAULT_MAX_LENGTH
@@ -94,16 +92,7 @@ def run(args: argparse.Namespace) -> int:
         raise KoSentTypeError(
             f"{PROGRAM} needs the serve extra ({error.name} is missing): pip install 'kosenttype[serve]'"
         ) from error
-    limits = ServingLimits(
-        max_batch_size=args.max_batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue,
-        max_client_batch_size=args.max_client_batch_size,
-        max_input_length=args.max_input_length,
-        max_length=args.max_length,
-        max_body_bytes=args.max_body_bytes,
-    )
+    limits = ServingLimits(**{limit.name: getattr(args, limit.name) for limit in fields(ServingLimits)})
     service = InferenceService(args.model, args.revision, limits, ServerMetrics())
     return run_server(
         service,

@@ -1,27 +1,6 @@
-"""The HTTP server behind `kosenttype-serve`: the protocols Hugging Face clients speak, over the shared engine.
-
-Routes (FastAPI; the OpenAPI description is at /docs and /openapi.json):
-
-    POST /          the Hugging Face Inference API's text-classification task, what
-                    `huggingface_hub.InferenceClient(base_url=URL).text_classification(text, top_k=k)` sends:
-                    {"inputs": str | [str], "parameters": {"top_k": k, "function_to_apply": "softmax"|"sigmoid"|"none"}}
-                    -> [[{"label": ..., "score": ...}, ...]], one list per input, most probable first;
-    POST /predict   Text Embeddings Inference's classification route: {"inputs": str | [[str], ...],
-                    "raw_scores": bool, "truncate": bool} -> [{"score", "label"}, ...] (one input) or a list of
-                    such lists (a batch); sentence pairs are refused, since this model classifies one sentence;
-    POST /classify  kosenttype's own records, as `kosenttype-predict` writes them, attributes included:
-                    {"inputs": str | [str], "top_k": k} -> [{"id", "label", "score", "top_k"?, "attributes"?}, ...];
-    GET /health     200 once the model is loaded and the server takes requests, 503 before (GET / too, as in TEI);
-    GET /info       the model, its labels and attribute heads, backend, precision, limits and version;
-    GET /metrics    Prometheus text: requests by route and status, queue depth, batch-size and latency histograms.
-
-Every request's sentences go through one `DynamicBatcher`: concurrent requests run as one `Classifier.logits`
-call in one worker thread (the engine sorts and token-budgets the batch), and each request gets its own rows back.
-Errors are JSON, `{"error": "...", "error_type": "..."}` as TEI writes them: 400 malformed JSON, 413 something
-larger than a limit (body, sentences per request, characters, tokens without truncation), 422 wrong types or
-empty text, 429 + Retry-After when the queue is full, 503 + Retry-After while the model loads, 500 if the model
-fails. `run_server` binds the port, loads the model in the background, serves until SIGTERM/SIGINT, then stops
-accepting, answers every request it accepted, and returns.
+"""The HTTP server behind `kosenttype-serve` (FastAPI): the Hugging Face Inference API's text classification (POST /),
+Text Embeddings Inference's POST /predict, kosenttype's own records (POST /classify), GET /health, /info and
+/metrics; every request's sentences share model calls through one `DynamicBatcher`. Protocols, errors: docs/serving.md.
 """
 
 from __future__ import annotations
@@ -36,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Literal
 
 import numpy as np
@@ -44,6 +24,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -62,13 +43,9 @@ SCORE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": sigmoid,
     "none": lambda logits: logits,
 }
-
-
-# A dynamic batch is a few dozen sentences in arrival order, not a length-sorted chunk of a thousand as predict's, so
-# its forward passes mix lengths: over 256 DACON sentences in groups of 28 (a closed loop of 64 clients gives batches
-# of about 28), the padded tokens computed were 1.53x the real ones at predict's CPU budget of 1,024 tokens, 1.33x at
-# 512, 1.18x at 256 (predict: 1.07x), and the 12-layer model ran at 70%, 85% and 95% of predict's sentences/s
-# (in-process, one thread, best of 3; benchmarks/bench_serve.py measures the whole server).
+# A dynamic batch is a few dozen sentences of mixed lengths, not predict's length-sorted chunk: on DACON sentences in
+# batches of 28 the padded tokens were 1.53x the real ones at predict's CPU budget of 1,024 tokens, 1.18x at 256, and
+# the 12-layer model ran at 70% and 95% of predict's sentences/s (benchmarks/bench_serve.py measures the server).
 CPU_SERVER_BATCH_TOKENS = 256
 
 
@@ -93,27 +70,20 @@ class ApiError(Exception):
 
     def __init__(self, status: int, message: str, error_type: str = "validation", retry_after: int | None = None):
         super().__init__(message)
-        self.status = status
-        self.message = message
-        self.error_type = error_type
-        self.retry_after = retry_after
+        self.status, self.message, self.error_type, self.retry_after = status, message, error_type, retry_after
 
     def response(self) -> JSONResponse:
         headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
         return JSONResponse({"error": self.message, "error_type": self.error_type}, self.status, headers=headers)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Metrics, in Prometheus' text exposition format
-# ---------------------------------------------------------------------------------------------------------------
+# --- metrics, in Prometheus' text exposition format ------------------------------------------------------------
 
 
 class Histogram:
-    """Counts of observations per bucket (upper bounds, `le`), with their sum, as Prometheus histograms keep them."""
-
     def __init__(self, buckets: Sequence[float]) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
@@ -121,17 +91,22 @@ class Histogram:
         self.sum += value
 
     def lines(self, name: str, labels: str = "") -> list[str]:
-        separator = "," if labels else ""
-        lines, cumulative = [], 0
-        for bound, count in zip([*map(_number, self.buckets), "+Inf"], self.counts, strict=True):
-            cumulative += count
-            lines.append(f'{name}_bucket{{{labels}{separator}le="{bound}"}} {cumulative}')
-        braces = f"{{{labels}}}" if labels else ""
-        return [*lines, f"{name}_sum{braces} {_number(self.sum)}", f"{name}_count{braces} {cumulative}"]
+        """Prometheus' cumulative `_bucket` lines (upper bounds `le`), then `_sum` and `_count`."""
+        cumulative = list(accumulate(self.counts))
+        prefix, braces = (f"{labels},", f"{{{labels}}}") if labels else ("", "")
+        bounds = [*self.buckets, "+Inf"]
+        return [
+            *(
+                f'{name}_bucket{{{prefix}le="{bound}"}} {count}'
+                for bound, count in zip(bounds, cumulative, strict=True)
+            ),
+            f"{name}_sum{braces} {self.sum}",
+            f"{name}_count{braces} {cumulative[-1]}",
+        ]
 
 
-def _number(value: float) -> str:
-    return repr(float(value)) if isinstance(value, float) else str(value)
+def header(name: str, kind: str, description: str) -> list[str]:
+    return [f"# HELP {name} {description}", f"# TYPE {name} {kind}"]
 
 
 class ServerMetrics:
@@ -164,53 +139,49 @@ class ServerMetrics:
     def exposition(self, queued_sentences: int, queued_requests: int, ready: bool) -> str:
         with self._lock:
             lines = [
-                "# HELP kosenttype_requests_total HTTP requests answered, by route and status.",
-                "# TYPE kosenttype_requests_total counter",
+                *header("kosenttype_requests_total", "counter", "HTTP requests answered, by route and status."),
                 *(
                     f'kosenttype_requests_total{{route="{route}",status="{status}"}} {count}'
                     for (route, status), count in sorted(self.requests.items())
                 ),
-                "# HELP kosenttype_requests_in_flight HTTP requests received and not yet answered.",
-                "# TYPE kosenttype_requests_in_flight gauge",
+                *header("kosenttype_requests_in_flight", "gauge", "HTTP requests received and not yet answered."),
                 f"kosenttype_requests_in_flight {self.received - self.answered}",
-                "# HELP kosenttype_request_duration_seconds Time from receiving a request to its last byte sent.",
-                "# TYPE kosenttype_request_duration_seconds histogram",
+                *header(
+                    "kosenttype_request_duration_seconds",
+                    "histogram",
+                    "Time from receiving a request to its last byte sent.",
+                ),
                 *(
                     line
                     for route, histogram in sorted(self.request_seconds.items())
                     for line in histogram.lines("kosenttype_request_duration_seconds", f'route="{route}"')
                 ),
-                "# HELP kosenttype_queue_sentences Sentences waiting for a batch.",
-                "# TYPE kosenttype_queue_sentences gauge",
+                *header("kosenttype_queue_sentences", "gauge", "Sentences waiting for a batch."),
                 f"kosenttype_queue_sentences {queued_sentences}",
-                "# HELP kosenttype_queue_requests Requests waiting for a batch.",
-                "# TYPE kosenttype_queue_requests gauge",
+                *header("kosenttype_queue_requests", "gauge", "Requests waiting for a batch."),
                 f"kosenttype_queue_requests {queued_requests}",
-                "# HELP kosenttype_batch_size Sentences per model call.",
-                "# TYPE kosenttype_batch_size histogram",
+                *header("kosenttype_batch_size", "histogram", "Sentences per model call."),
                 *self.batch_sizes.lines("kosenttype_batch_size"),
-                "# HELP kosenttype_batch_duration_seconds Time of one model call (tokenizing included).",
-                "# TYPE kosenttype_batch_duration_seconds histogram",
+                *header(
+                    "kosenttype_batch_duration_seconds", "histogram", "Time of one model call (tokenizing included)."
+                ),
                 *self.batch_seconds.lines("kosenttype_batch_duration_seconds"),
-                "# HELP kosenttype_model_ready 1 once the model is loaded and the server takes requests.",
-                "# TYPE kosenttype_model_ready gauge",
+                *header("kosenttype_model_ready", "gauge", "1 once the model is loaded and the server takes requests."),
                 f"kosenttype_model_ready {int(ready)}",
             ]
         return "\n".join(lines) + "\n"
 
 
 class RequestMetrics:
-    """ASGI middleware: counts every request when it arrives and when its response is complete, by route template
+    """ASGI middleware: counts each request when it arrives and when its response is complete, by route template
     (unknown paths count as "other", so that random URLs can't grow the metrics) and status, with its duration."""
 
     def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
+        self.app, self.metrics = app, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return await self.app(scope, receive, send)
         started = time.perf_counter()
         status = 500
         self.metrics.request_received()
@@ -229,21 +200,18 @@ class RequestMetrics:
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for a request body over `max_body_bytes`, from its Content-Length before reading a byte,
-    or while reading a body sent without one (chunked)."""
+    """ASGI middleware: 413 for a body over `max_body_bytes`, from its Content-Length before reading a byte, or
+    while reading a body sent without one (chunked)."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
+        self.app, self.max_body_bytes = app, max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            await self.too_large(declared).response()(scope, receive, send)
-            return
+            return await self.app(scope, receive, send)
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return await self.too_large(int(declared)).response()(scope, receive, send)
         received = 0
 
         async def receive_within_limit() -> Message:
@@ -260,33 +228,15 @@ class BodySizeLimit:
         return ApiError(413, f"the request body is larger than the limit of {self.max_body_bytes} bytes (got {size})")
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The model behind the routes
-# ---------------------------------------------------------------------------------------------------------------
+# --- the model behind the routes -------------------------------------------------------------------------------
 
 
 class InferenceService:
-    """The loaded classifier behind one batcher and one worker thread; not ready until `attach` is called.
-
-    The worker thread is the only one that runs the model or the engine's tokenizer; the event loop only counts
-    tokens (for TEI's `truncate: false`) on its own copy of the tokenizer.
-    """
+    """The loaded classifier behind one batcher, whose worker thread alone runs the model and the engine's
+    tokenizer (the event loop only counts tokens, for TEI's `truncate: false`); not ready until `attach`."""
 
     def __init__(self, model: str, revision: str | None, limits: ServingLimits, metrics: ServerMetrics) -> None:
-        self.model = model
-        self.revision = revision
-        self.limits = limits
-        self.metrics = metrics
+        self.model, self.revision, self.limits, self.metrics = model, revision, limits, metrics
         self.classifier: Classifier | None = None
         self.settings: EngineSettings | None = None
         self.batcher: DynamicBatcher[str, dict[str, np.ndarray]] | None = None
@@ -299,17 +249,18 @@ class InferenceService:
 
     def attach(self, classifier: Classifier) -> bool:
         """Start serving `classifier`; False if the server is already shutting down."""
-        max_batch_tokens = self.limits.max_batch_tokens
+        limits = self.limits
+        max_batch_tokens = limits.max_batch_tokens
         if max_batch_tokens is None and classifier.device == "cpu":
             max_batch_tokens = CPU_SERVER_BATCH_TOKENS
         settings = classifier.resolve(
-            EngineSettings(self.limits.max_batch_size, self.limits.max_length, max_batch_tokens=max_batch_tokens)
+            EngineSettings(limits.max_batch_size, limits.max_length, max_batch_tokens=max_batch_tokens)
         )
         batcher = DynamicBatcher(
             lambda texts: logits_rows(classifier, texts, settings),
-            max_batch_size=self.limits.max_batch_size,
-            max_wait_s=self.limits.max_wait_ms / 1000,
-            max_queue=self.limits.max_queue,
+            max_batch_size=limits.max_batch_size,
+            max_wait_s=limits.max_wait_ms / 1000,
+            max_queue=limits.max_queue,
             on_batch=self.metrics.batch_done,
             name="kosenttype-model",
         )
@@ -337,9 +288,9 @@ class InferenceService:
 
     def check_untruncated(self, texts: Sequence[str], single: bool) -> None:
         """TEI's `truncate: false`: a sentence longer than the model takes is refused rather than cut."""
-        assert self.classifier is not None and self.settings is not None
+        classifier = self.loaded()
         limit = self.settings.max_length
-        for index, count in enumerate(self.classifier.token_counts(texts)):
+        for index, count in enumerate(classifier.token_counts(texts)):
             if count > limit:
                 where = "inputs" if single else f"inputs[{index}]"
                 raise ApiError(413, f"{where} must have less than {limit} tokens. Given: {count}")
@@ -347,7 +298,6 @@ class InferenceService:
     async def logits(self, texts: list[str]) -> list[dict[str, np.ndarray]]:
         """Each sentence's logits per head, batched with whatever other requests are waiting."""
         self.loaded()
-        assert self.batcher is not None
         try:
             future = self.batcher.submit(texts)
         except QueueFull as error:
@@ -367,8 +317,11 @@ class InferenceService:
         """/info: TEI's field names where they exist (model_id, model_sha, model_dtype, model_type,
         max_input_length, max_client_batch_size, auto_truncate, version), then kosenttype's own."""
         classifier, limits = self.classifier, self.limits
+        settings = self.settings or EngineSettings(
+            max_length=limits.max_length, max_batch_tokens=limits.max_batch_tokens
+        )
         info: dict[str, Any] = {"model_id": self.model, "model_sha": self.revision, "version": __version__}
-        if classifier is not None and self.settings is not None:
+        if classifier is not None:
             labels = classifier.labels
             info |= {
                 "model_dtype": classifier.precision,
@@ -378,7 +331,7 @@ class InferenceService:
                         "label2id": {label: index for index, label in enumerate(labels)},
                     }
                 },
-                "max_input_length": self.settings.max_length,
+                "max_input_length": settings.max_length,
                 "backend": classifier.backend.name,
                 "device": classifier.device,
                 "precision": classifier.precision,
@@ -391,13 +344,13 @@ class InferenceService:
             "auto_truncate": True,
             "batching": {
                 "max_batch_size": limits.max_batch_size,
-                "max_batch_tokens": self.settings.max_batch_tokens if self.settings else limits.max_batch_tokens,
+                "max_batch_tokens": settings.max_batch_tokens,
                 "max_wait_ms": limits.max_wait_ms,
                 "max_queue": limits.max_queue,
             },
             "limits": {
                 "max_input_characters": limits.max_input_length,
-                "max_length_tokens": self.settings.max_length if self.settings else limits.max_length,
+                "max_length_tokens": settings.max_length,
                 "max_body_bytes": limits.max_body_bytes,
             },
         }
@@ -430,30 +383,23 @@ def logits_rows(classifier: Classifier, texts: list[str], settings: EngineSettin
     return [{head: values[row] for head, values in logits.items()} for row in range(len(texts))]
 
 
-def ranked_labels(labels: Sequence[str], scores: np.ndarray, top_k: int | None) -> list[dict[str, Any]]:
-    """[{"label", "score"}, ...], highest score first (ties in label order), the first `top_k` (all if None)."""
-    order = np.argsort(-scores, kind="stable")[:top_k]
-    return [{"label": labels[index], "score": float(scores[index])} for index in order]
-
-
-def type_scores(classifier: Classifier, logits: np.ndarray, function: str | None) -> np.ndarray:
-    """The sentence-type scores a client asked for; by default the model's own (softmax, or a sigmoid per label
-    for multi-label models), as transformers' text-classification pipeline chooses."""
-    return classifier.probabilities(logits) if function is None else SCORE_FUNCTIONS[function](logits)
-
-
 def text_classification_output(
     classifier: Classifier, type_logits: Sequence[np.ndarray], parameters: TextClassificationParameters | None
 ) -> list[list[dict[str, Any]]]:
-    """The Inference API's answer: for each sentence, its labels and scores, highest first."""
-    function, top_k = (parameters.function_to_apply, parameters.top_k) if parameters else (None, None)
-    labels = classifier.labels
-    return [ranked_labels(labels, type_scores(classifier, logits, function), top_k) for logits in type_logits]
+    """For each sentence, its labels and scores, highest first (ties in label order), the first `top_k` (default:
+    all). Scores by default the model's own (softmax, or a sigmoid per label for multi-label models), as
+    transformers' text-classification pipeline chooses."""
+    parameters = parameters or TextClassificationParameters()
+    score = SCORE_FUNCTIONS.get(parameters.function_to_apply, classifier.probabilities)
+    output = []
+    for logits in type_logits:
+        scores = score(logits)
+        order = np.argsort(-scores, kind="stable")[: parameters.top_k]
+        output.append([{"label": classifier.labels[index], "score": float(scores[index])} for index in order])
+    return output
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Request and response bodies
-# ---------------------------------------------------------------------------------------------------------------
+# --- request and response bodies -------------------------------------------------------------------------------
 
 
 class TextClassificationParameters(BaseModel):
@@ -489,8 +435,7 @@ class LabelScore(BaseModel):
 
 
 class PredictRequest(BaseModel):
-    """Text Embeddings Inference's /predict input. `inputs`: a sentence, or a batch [[sentence], [sentence], ...];
-    a list of two strings is a sentence pair in TEI and is refused, since this model classifies one sentence."""
+    """Text Embeddings Inference's /predict input: a sentence, or a batch [[sentence], [sentence], ...]."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"inputs": [["문장 하나."], ["둘?"]]}]})
 
@@ -507,7 +452,8 @@ class ClassifyRequest(SentencesRequest):
 
 
 def tei_sentences(inputs: str | list[str] | list[list[str]]) -> tuple[list[str], bool]:
-    """TEI's reading of `inputs`: (sentences, is_single). Pairs, and lists of more than one bare string, are refused."""
+    """TEI's reading of `inputs`: (sentences, is_single). A list of two strings is a sentence pair in TEI: refused,
+    as are lists of more than one bare string, since this model classifies one sentence."""
     if isinstance(inputs, str):
         return [inputs], True
     if len(inputs) == 1 and isinstance(inputs[0], str):
@@ -518,7 +464,6 @@ def tei_sentences(inputs: str | list[str] | list[list[str]]) -> tuple[list[str],
             "inputs: a list of strings is a sentence pair (or a malformed batch) in TEI's protocol, and this model "
             'classifies single sentences; send a batch as [["sentence 1"], ["sentence 2"]]',
         )
-    sentences = []
     for index, item in enumerate(inputs):
         if len(item) != 1:
             raise ApiError(
@@ -526,22 +471,19 @@ def tei_sentences(inputs: str | list[str] | list[list[str]]) -> tuple[list[str],
                 f"inputs[{index}] has {len(item)} strings: each batch item must be [sentence]; "
                 "sentence pairs are not supported by this single-sentence classifier",
             )
-        sentences.append(item[0])
-    return sentences, False
+    return [item[0] for item in inputs], False
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The app
-# ---------------------------------------------------------------------------------------------------------------
+# --- the app ---------------------------------------------------------------------------------------------------
 
 
 def validation_error(error: RequestValidationError) -> ApiError:
     """One line for what FastAPI found wrong with a body: 400 if it isn't JSON at all, else 422 naming the fields."""
     problems = error.errors()
-    if any(problem.get("type") == "json_invalid" for problem in problems):
-        detail = next(problem for problem in problems if problem.get("type") == "json_invalid")
-        reason = (detail.get("ctx") or {}).get("error", "invalid JSON")
-        return ApiError(400, f"the body is not valid JSON: {reason} at position {detail['loc'][-1]}")
+    for problem in problems:
+        if problem.get("type") == "json_invalid":
+            reason = (problem.get("ctx") or {}).get("error", "invalid JSON")
+            return ApiError(400, f"the body is not valid JSON: {reason} at position {problem['loc'][-1]}")
     parts = []
     for problem in problems:
         location = ".".join(str(part) for part in problem.get("loc", ())[1:]) or "body"
@@ -550,6 +492,15 @@ def validation_error(error: RequestValidationError) -> ApiError:
             message += ' (send a JSON object with "inputs", and the header Content-Type: application/json)'
         parts.append(f"{location}: {message}")
     return ApiError(422, one_line("; ".join(dict.fromkeys(parts))))
+
+
+ERROR_DESCRIPTIONS = {
+    400: "The body is not valid JSON.",
+    413: "Larger than a limit: the body, sentences per request, characters per sentence, or tokens (truncate=false).",
+    422: "Wrong types, unknown fields, empty or blank sentences, sentence pairs.",
+    429: "The queue is full; retry after Retry-After seconds.",
+    503: "The model is still loading; retry after Retry-After seconds.",
+}
 
 
 def create_app(service: InferenceService) -> FastAPI:
@@ -565,22 +516,14 @@ def create_app(service: InferenceService) -> FastAPI:
         version=__version__,
         summary="Korean sentence-type classification over HTTP: the Hugging Face Inference API and TEI protocols.",
         lifespan=lifespan,
+        exception_handlers={
+            ApiError: lambda request, error: error.response(),
+            RequestValidationError: lambda request, error: validation_error(error).response(),
+            HTTPException: lambda request, error: ApiError(error.status_code, str(error.detail)).response(),
+        },
     )
     app.add_middleware(BodySizeLimit, max_body_bytes=service.limits.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=service.metrics)  # added last: outermost, so it sees every answer
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Any, error: ApiError) -> JSONResponse:
-        return error.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Any, error: RequestValidationError) -> JSONResponse:
-        return validation_error(error).response()
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Any, error: HTTPException) -> JSONResponse:
-        return ApiError(error.status_code, str(error.detail)).response()
-
     errors = {status: {"description": description} for status, description in ERROR_DESCRIPTIONS.items()}
 
     @app.post("/", responses={200: {"model": list[list[LabelScore]]}, **errors})
@@ -595,15 +538,11 @@ def create_app(service: InferenceService) -> FastAPI:
         """Text Embeddings Inference's classification route: all labels, highest score first."""
         sentences, single = tei_sentences(request.inputs)
         texts = checked_texts(sentences, single, service.limits)
-        service.loaded()
         if request.truncate is False:
             service.check_untruncated(texts, single)
         rows = await service.logits(texts)
-        classifier = service.loaded()
-        function = "none" if request.raw_scores else None
-        results = [
-            ranked_labels(classifier.labels, type_scores(classifier, row[TYPE_HEAD], function), None) for row in rows
-        ]
+        parameters = TextClassificationParameters(function_to_apply="none" if request.raw_scores else None)
+        results = text_classification_output(service.loaded(), [row[TYPE_HEAD] for row in rows], parameters)
         return JSONResponse(results[0] if single else results)
 
     @app.post("/classify", responses=errors)
@@ -612,10 +551,12 @@ def create_app(service: InferenceService) -> FastAPI:
         rows = await service.logits(checked_texts(*request.sentences(), service.limits))
         classifier = service.loaded()
         settings = EngineSettings(top_k=request.top_k)
-        records = []
-        for index, row in enumerate(rows):
-            probabilities = {head: classifier.probabilities(values, head) for head, values in row.items()}
-            records.append(classifier.prediction(index, probabilities, settings).to_record(request.top_k > 1))
+        records = [
+            classifier.prediction(
+                index, {head: classifier.probabilities(values, head) for head, values in row.items()}, settings
+            ).to_record(request.top_k > 1)
+            for index, row in enumerate(rows)
+        ]
         return JSONResponse(records)
 
     @app.get("/health", responses={503: {"description": "The model is still loading."}})
@@ -638,18 +579,7 @@ def create_app(service: InferenceService) -> FastAPI:
     return app
 
 
-ERROR_DESCRIPTIONS = {
-    400: "The body is not valid JSON.",
-    413: "Larger than a limit: the body, sentences per request, characters per sentence, or tokens (truncate=false).",
-    422: "Wrong types, unknown fields, empty or blank sentences, sentence pairs.",
-    429: "The queue is full; retry after Retry-After seconds.",
-    503: "The model is still loading; retry after Retry-After seconds.",
-}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Running it
-# ---------------------------------------------------------------------------------------------------------------
+# --- running it ------------------------------------------------------------------------------------------------
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -674,11 +604,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 def run_server(
     service: InferenceService,
     load: Callable[[], Classifier],
@@ -689,22 +614,18 @@ def run_server(
     log_level: str = "warning",
     graceful_shutdown_s: float | None = None,
 ) -> int:
-    """Serve until SIGTERM or SIGINT, loading the model in the background (503 until it is ready).
-
-    On the signal, uvicorn stops accepting connections and waits for every request it already has (at most
-    `graceful_shutdown_s`); then the batcher finishes, and this returns 0. A model that fails to load stops the
-    server and raises its error (exit status 2 through `run_command`).
-    """
+    """Serve until SIGTERM or SIGINT, loading the model in the background (503 until it is ready). On the signal,
+    uvicorn stops accepting connections and waits (at most `graceful_shutdown_s`) for every request it has; then
+    the batcher finishes, and this returns 0. A model that fails to load stops the server and raises its error."""
     sock = listening_socket(host, port)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service),
-            log_level=log_level,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=graceful_shutdown_s,
-        )
+    config = uvicorn.Config(
+        create_app(service),
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=graceful_shutdown_s,
     )
+    server = uvicorn.Server(config)
     failures: list[BaseException] = []
 
     def load_in_background() -> None:
@@ -715,23 +636,24 @@ def run_server(
             server.should_exit = True
             return
         if service.attach(classifier):
-            where = f"{classifier.device} in {classifier.precision} ({classifier.backend.name})"
-            report(f"ready: {service.model} on {where}")
+            report(
+                f"ready: {service.model} on {classifier.device} in {classifier.precision} ({classifier.backend.name})"
+            )
 
-    report(f"listening on {url_of(sock)}; loading {service.model}")
+    host_name, bound_port = sock.getsockname()[:2]
+    url = f"http://[{host_name}]:{bound_port}" if ":" in host_name else f"http://{host_name}:{bound_port}"
+    report(f"listening on {url}; loading {service.model}")
     threading.Thread(target=load_in_background, name="kosenttype-loader", daemon=True).start()
-    stopped_by = None
+    stopped_by = ""
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt as interruption:  # uvicorn re-raises the signal it handled, after shutting down
         if not server.should_exit or failures:
             raise
-        stopped_by = signal.Signals(getattr(interruption, "signum", signal.SIGINT)).name
+        stopped_by = " by " + signal.Signals(getattr(interruption, "signum", signal.SIGINT)).name
     finally:
         sock.close()
     if failures:
         raise failures[0]
-    metrics = service.metrics
-    cause = f" by {stopped_by}" if stopped_by else ""
-    report(f"stopped{cause}: {metrics.received} requests received, {metrics.answered} answered")
+    report(f"stopped{stopped_by}: {service.metrics.received} requests received, {service.metrics.answered} answered")
     return EXIT_OK
