@@ -1,19 +1,12 @@
-"""The input files of a prediction run: one file, a folder or a glob of many, local or in object storage.
-
-    expand_inputs("corpus/")                     # every .txt/.jsonl/.ndjson/.csv/.parquet under corpus/, sorted
-    expand_inputs("news/2024-*.jsonl")           # a glob (** crosses folders)
-    expand_inputs("s3://bucket/corpus/")         # any filesystem pyarrow knows: s3://, gs://, hdfs://, file://
-    for record in read_input_file(files[0]): ...
-
-Files come out in sorted path order, which is the order of a single output. Parquet tables are read as records
-like CSV rows: the text column (--text_column, else sentence/text/문장), the id column if present, else the row
-number. Pure Python and pyarrow: the local engine can use this as well as the Ray engine.
-"""
+"""The input files of a prediction run: one file, a folder or a glob of many, local or in any filesystem pyarrow
+knows (s3://, gs://, hdfs://, file://), in sorted path order (the order of a single output); and their records,
+Parquet included (read like CSV rows). Pure Python and pyarrow, for the local engine as well as the Ray engine."""
 
 from __future__ import annotations
 
 import fnmatch
 import glob
+import io
 import math
 import os
 from collections.abc import Iterator
@@ -23,22 +16,19 @@ from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
 from .errors import KoSentTypeError, one_line
-from .readers import (
-    DEFAULT_MAX_LINE_BYTES,
-    INPUT_FORMATS,
-    find_text_column,
-    infer_input_format,
-    missing_text,
-    open_input,
-    read_records,
-)
+from .readers import DEFAULT_MAX_LINE_BYTES, find_text_column, missing_text, open_input, read_records
 from .records import InputRecord, sentence_record
 
-PARQUET_SUFFIXES = (".parquet", ".pq")
-FILE_FORMATS = (*sorted(set(INPUT_FORMATS.values())), "parquet")
-KNOWN_SUFFIXES = (*INPUT_FORMATS, *PARQUET_SUFFIXES)
+SUFFIXES = {
+    ".txt": "txt",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+FILE_FORMATS = ("csv", "jsonl", "txt", "parquet")
 GLOB_CHARACTERS = "*?["
-PARQUET_BATCH_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -54,61 +44,47 @@ def is_uri(path: str) -> bool:
 
 
 def file_format(path: str, requested: str | None = None) -> str:
-    """The requested format, else parquet for .parquet/.pq, else what `readers.infer_input_format` says."""
-    if requested:
-        return requested
-    return "parquet" if PurePosixPath(path).suffix.lower() in PARQUET_SUFFIXES else infer_input_format(path)
+    """The requested format, else the one the extension names, else one sentence a line."""
+    return requested or SUFFIXES.get(PurePosixPath(path).suffix.lower(), "txt")
 
 
 def expand_inputs(spec: str, requested_format: str | None = None) -> list[InputFile]:
-    """The files `spec` names, in sorted order: itself, the input files under a folder, or a glob's matches.
-
-    A folder contributes only files with a known input suffix (.txt .jsonl .ndjson .csv .parquet .pq), skipping
-    hidden and `_`-prefixed names (`.DS_Store`, `_SUCCESS`, temporary files); a glob takes every file it matches.
-    """
+    """The files `spec` names, sorted: itself, a glob's matches, or a folder's files with a known suffix, skipping
+    hidden and `_`-prefixed names (`.DS_Store`, `_SUCCESS`, temporary files) and folders."""
     paths = expand_uri(spec) if is_uri(spec) else expand_local(spec)
     return [InputFile(path, file_format(path, requested_format)) for path in paths]
 
 
-def has_glob(spec: str) -> bool:
-    return any(character in spec for character in GLOB_CHARACTERS)
-
-
-def is_listed_input(name: str) -> bool:
-    """Whether a file found in a folder is an input: a known suffix, and not hidden or a job's marker file."""
-    return not name.startswith((".", "_")) and PurePosixPath(name).suffix.lower() in KNOWN_SUFFIXES
-
-
 def expand_local(spec: str) -> list[str]:
-    if has_glob(spec):
-        matches = sorted(path for path in glob.glob(spec, recursive=True) if os.path.isfile(path))
-        if not matches:
-            raise KoSentTypeError(f"no files match {spec}")
-        return matches
-    if os.path.isdir(spec):
-        return listed_inputs(spec, [os.path.relpath(path, spec) for path in walk_files(spec)], os.sep, spec)
+    if any(character in spec for character in GLOB_CHARACTERS):
+        return matched(spec, [path for path in glob.glob(spec, recursive=True) if os.path.isfile(path)])
     if not os.path.exists(spec):
         raise KoSentTypeError(f"input file not found: {spec}")
-    return [spec]
-
-
-def walk_files(folder: str) -> Iterator[str]:
-    """Every file under `folder`, not descending into hidden or `_`-prefixed folders."""
-    for parent, subfolders, names in os.walk(folder):
+    if not os.path.isdir(spec):
+        return [spec]
+    relative = []
+    for parent, subfolders, names in os.walk(spec):
         subfolders[:] = [name for name in subfolders if not name.startswith((".", "_"))]
-        yield from (os.path.join(parent, name) for name in names)
+        relative += [os.path.relpath(os.path.join(parent, name), spec) for name in names]
+    return listed_inputs(spec, relative, os.sep, spec)
+
+
+def matched(spec: str, paths: list[str]) -> list[str]:
+    if not paths:
+        raise KoSentTypeError(f"no files match {spec}")
+    return sorted(paths)
 
 
 def listed_inputs(spec: str, relative_paths: list[str], separator: str, join_to: str) -> list[str]:
-    """The input files among a folder's `relative_paths` (see `is_listed_input`), joined to `join_to`, sorted."""
+    """The input files among a folder's `relative_paths`, joined to `join_to`, sorted."""
     found = sorted(
         relative
         for relative in relative_paths
-        if is_listed_input(relative.rsplit(separator, 1)[-1])
+        if os.path.splitext(relative)[1].lower() in SUFFIXES
         and not any(part.startswith((".", "_")) for part in relative.split(separator))
     )
     if not found:
-        raise KoSentTypeError(f"no input files in folder {spec} (looked for {', '.join(KNOWN_SUFFIXES)})")
+        raise KoSentTypeError(f"no input files in folder {spec} (looked for {', '.join(SUFFIXES)})")
     return [join_to.rstrip(separator) + separator + relative for relative in found]
 
 
@@ -128,14 +104,13 @@ def expand_uri(spec: str) -> list[str]:
 
     scheme = spec[: spec.index("://") + 3]
     filesystem, path = uri_filesystem(spec)
-    if has_glob(path):
+    if any(character in path for character in GLOB_CHARACTERS):
         root = path[: min(path.index(character) for character in GLOB_CHARACTERS if character in path)]
-        root = root.rsplit("/", 1)[0] if "/" in root else ""
-        listing = filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
-        matches = sorted(info.path for info in listing if info.is_file and fnmatch.fnmatchcase(info.path, path))
-        if not matches:
-            raise KoSentTypeError(f"no files match {spec}")
-        return [scheme + match for match in matches]
+        listing = filesystem.get_file_info(
+            fs.FileSelector(root.rpartition("/")[0], recursive=True, allow_not_found=True)
+        )
+        paths = [info.path for info in listing if info.is_file and fnmatch.fnmatchcase(info.path, path)]
+        return [scheme + match for match in matched(spec, paths)]
     info = filesystem.get_file_info(path)
     if info.type == fs.FileType.NotFound:
         raise KoSentTypeError(f"input file not found: {spec}")
@@ -153,8 +128,6 @@ def open_input_file(path: str) -> Iterator[BinaryIO]:
         with open_input(path) as stream:
             yield stream
         return
-    import io
-
     filesystem, inner = uri_filesystem(path)
     try:
         native = filesystem.open_input_file(inner)
@@ -164,23 +137,11 @@ def open_input_file(path: str) -> Iterator[BinaryIO]:
         yield stream
 
 
-def read_input_file(
-    input_file: InputFile,
-    *,
-    text_column: str | None = None,
-    id_column: str = "id",
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> Iterator[InputRecord]:
-    """The records of one input file, lazily; the file is closed when they are exhausted or the generator closed."""
+def read_input_file(input_file: InputFile, **options: Any) -> Iterator[InputRecord]:
+    """The records of one input file (`options` as `read_stream_records` takes them), lazily; the file is closed
+    when they are exhausted or the generator closed."""
     with open_input_file(input_file.path) as stream:
-        yield from read_stream_records(
-            stream,
-            input_file.format,
-            name=input_file.path,
-            text_column=text_column,
-            id_column=id_column,
-            max_line_bytes=max_line_bytes,
-        )
+        yield from read_stream_records(stream, input_file.format, name=input_file.path, **options)
 
 
 def read_stream_records(
@@ -203,11 +164,8 @@ def read_stream_records(
 def read_parquet_records(
     stream: BinaryIO, *, name: str, text_column: str | None = None, id_column: str = "id"
 ) -> Iterator[InputRecord]:
-    """One record per row, read a batch of rows at a time; the id is the `id_column` value, else the row number.
-
-    A missing text column stops the run, as a CSV header without one does; a row whose text is null or not a
-    string becomes an error record, as in every other format.
-    """
+    """One record per row, a batch of rows at a time; the id is the `id_column` value, else the row number. A
+    missing text column stops the run, as in a CSV header; a null or non-string text becomes an error record."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -220,16 +178,14 @@ def read_parquet_records(
     if column is None:
         raise KoSentTypeError(f"{name}: the Parquet schema has {missing_text(names, text_column, 'column')}")
     id_name = id_column if id_column in names else None
-    columns = [column] if id_name in (None, column) else [column, id_name]
     number = 0
     try:
-        for batch in parquet.iter_batches(PARQUET_BATCH_ROWS, columns=columns):
+        for batch in parquet.iter_batches(1024, columns=[column] if id_name in (None, column) else [column, id_name]):
             texts = batch.column(column).to_pylist()
-            ids = batch.column(id_name).to_pylist() if id_name else None
-            for offset, text in enumerate(texts):
+            ids = batch.column(id_name).to_pylist() if id_name else [None] * len(texts)
+            for text, record_id in zip(texts, ids, strict=True):
                 number += 1
-                record_id = json_safe_id(ids[offset]) if ids is not None else number
-                yield sentence_record(record_id, text, f"row {number}")
+                yield sentence_record(json_safe_id(record_id) if id_name else number, text, f"row {number}")
     except (pa.ArrowException, OSError) as error:
         raise KoSentTypeError(f"{name}: cannot read the rows after row {number} ({one_line(error)})") from error
 
@@ -237,8 +193,6 @@ def read_parquet_records(
 def json_safe_id(value: Any) -> Any:
     """An id that JSON can carry as it is (string, integer, finite number, boolean, null), else its text
     (timestamps, decimals, bytes, NaN), so that no id can make an output record invalid JSON."""
-    if value is None or isinstance(value, str | bool | int):
-        return value
-    if isinstance(value, float) and math.isfinite(value):
+    if value is None or isinstance(value, str | bool | int) or (isinstance(value, float) and math.isfinite(value)):
         return value
     return str(value)

@@ -1,10 +1,6 @@
-"""Readers of prediction inputs: lazy generators of `InputRecord`, so memory never depends on the input's size.
-
-One sentence per line (.txt), JSON Lines, or CSV with a header. A bad line becomes an error record instead of
-stopping the run; only what makes the rest of the input unreadable (no header, a quote never closed, UTF-16)
-stops it, with a `KoSentTypeError` naming the file and row. Lines are read with a length limit, so one huge line
-costs no more memory than the limit, whatever its size.
-"""
+"""Readers of prediction inputs (one sentence a line, JSON Lines, CSV with a header): lazy generators of
+`InputRecord`, so memory never depends on the input's size. A bad line becomes an error record; only what makes the
+rest unreadable (no header, a quote never closed, UTF-16) stops the run, with a `KoSentTypeError`."""
 
 from __future__ import annotations
 
@@ -13,27 +9,19 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, BinaryIO
+from dataclasses import dataclass
+from functools import partial
+from itertools import count
+from typing import BinaryIO
 
 from .errors import KoSentTypeError
 from .records import InputRecord, LineError, sentence_record, text_error
 
 DEFAULT_TEXT_COLUMNS = ("sentence", "text", "문장")
-INPUT_FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 # 64 KiB: about 21,000 Hangul syllables, a hundred times the longest sentence the model reads (256 tokens).
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
-UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-SKIP_BLOCK = 1 << 20
-
-
-def infer_input_format(path: str, requested: str | None = None) -> str:
-    """The requested format, else the one the extension names (.jsonl, .ndjson, .csv), else one sentence a line."""
-    if requested:
-        return requested
-    return INPUT_FORMATS.get(Path(path).suffix.lower(), "txt") if path != "-" else "txt"
 
 
 @contextmanager
@@ -54,117 +42,80 @@ def open_input(path: str) -> Iterator[BinaryIO]:
         yield stream
 
 
+@dataclass
 class BoundedLines:
-    """Numbered raw lines, each held to at most `max_line_bytes` bytes: of a longer line only that much is kept
-    (the rest is skipped in blocks, never held) and its number goes into `too_long`."""
+    """(number from 1, text) of each line, decoded line by line so that one bad line doesn't stop the run
+    (undecodable bytes survive as lone surrogates). Of a line longer than `max_line_bytes` only that much is
+    kept, the rest skipped in blocks, never held, and its number goes into `last_too_long`."""
 
-    def __init__(self, stream: BinaryIO, name: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
-        self.stream = stream
-        self.name = name
-        self.max_line_bytes = max_line_bytes
-        self.too_long: set[int] = set()
+    stream: BinaryIO
+    name: str
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    last_too_long: int = 0
 
-    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+    def __iter__(self) -> Iterator[tuple[int, str]]:
         number = 0
         while raw := self.stream.readline(self.max_line_bytes + 1):
             number += 1
+            if number == 1 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                raise KoSentTypeError(
+                    f"{self.name} is UTF-16 (it starts with a UTF-16 byte-order mark); convert it to UTF-8 first, "
+                    f"e.g. iconv -f UTF-16 -t UTF-8 {self.name} > converted.txt"
+                )
             if number == 1:
-                raw = self._without_bom(raw)
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             if len(raw) > self.max_line_bytes and not raw.endswith(b"\n"):
-                self.too_long.add(number)
-                self._skip_rest_of_line(raw)
+                self.last_too_long = number
+                rest = raw
+                while rest and not rest.endswith(b"\n"):
+                    rest = self.stream.readline(1 << 20)
                 raw = raw[: self.max_line_bytes]
-            yield number, raw
-
-    def cut(self, first: int, last: int | None = None) -> bool:
-        """Whether any of lines `first`..`last` was too long (forgotten once asked, so the set stays small)."""
-        numbers = range(first, (first if last is None else last) + 1)
-        found = not self.too_long.isdisjoint(numbers)
-        if found:
-            self.too_long.difference_update(numbers)
-        return found
-
-    def _skip_rest_of_line(self, raw: bytes) -> None:
-        while raw and not raw.endswith(b"\n"):
-            raw = self.stream.readline(SKIP_BLOCK)
-
-    def _without_bom(self, raw: bytes) -> bytes:
-        if raw.startswith(UTF16_BOMS):
-            raise KoSentTypeError(
-                f"{self.name} is UTF-16 (it starts with a UTF-16 byte-order mark); convert it to UTF-8 first, "
-                f"e.g. iconv -f UTF-16 -t UTF-8 {self.name} > converted.txt"
-            )
-        return raw.removeprefix(codecs.BOM_UTF8)
-
-    def decoded(self) -> Iterator[tuple[int, str]]:
-        """(line number from 1, text without its line end); undecodable bytes survive as lone surrogates.
-
-        Decoding line by line, instead of letting a text stream fail, is what lets one bad line not stop the run.
-        """
-        for number, raw in self:
             yield number, raw.rstrip(b"\r\n").decode("utf-8", errors="surrogateescape")
 
+    def too_long_error(self, where: str) -> LineError:
+        return LineError(
+            "too_long", f"{where}: longer than {self.max_line_bytes} bytes (raise --max_line_bytes to read it)"
+        )
 
-def too_long_error(where: str, max_line_bytes: int) -> LineError:
-    return LineError("too_long", f"{where}: longer than {max_line_bytes} bytes (raise --max_line_bytes to read it)")
 
-
-def read_txt(lines: BoundedLines) -> Iterator[InputRecord]:
-    """One sentence per line; the id is the line number."""
-    for number, line in lines.decoded():
+def read_lines(lines: BoundedLines, record: Callable[[int, str, str], InputRecord]) -> Iterator[InputRecord]:
+    """One record a line, made by `record(number, text, where)` unless the line was too long."""
+    for number, line in lines:
         where = f"line {number}"
-        if lines.cut(number):
-            yield InputRecord(number, error=too_long_error(where, lines.max_line_bytes))
-        else:
-            yield sentence_record(number, line, where)
+        too_long = lines.last_too_long == number
+        yield InputRecord(number, error=lines.too_long_error(where)) if too_long else record(number, line, where)
 
 
-def _refuse_constant(name: str) -> Any:
+def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def read_jsonl(lines: BoundedLines, text_column: str | None, id_column: str) -> Iterator[InputRecord]:
-    """One JSON object per line; the id is the object's `id_column` if present, else the line number.
-
-    Strict JSON: `NaN` and `Infinity`, which Python's parser accepts, are refused, so that no id echoed into the
-    output can make it invalid JSON.
-    """
-    for number, line in lines.decoded():
-        where = f"line {number}"
-        if lines.cut(number):
-            yield InputRecord(number, error=too_long_error(where, lines.max_line_bytes))
-        else:
-            yield _json_line_record(number, line, where, text_column, id_column)
-
-
-def _json_line_record(number: int, line: str, where: str, text_column: str | None, id_column: str) -> InputRecord:
-    undecodable = text_error(line, where)
-    if undecodable is not None and undecodable.kind == "invalid_utf8":
-        return InputRecord(number, error=undecodable)
-    if undecodable is not None:
-        return InputRecord(number, error=LineError("empty", f"{where}: empty line"))
+def json_line_record(number: int, line: str, where: str, text_column: str | None, id_column: str) -> InputRecord:
+    """A JSON object's record; the id is its `id_column` if present, else the line number. Strict JSON: NaN and
+    Infinity, which Python's parser accepts, are refused, so that no id echoed into the output can break it."""
+    error = text_error(line, where)
+    if error is not None:
+        kept = error if error.kind == "invalid_utf8" else LineError("empty", f"{where}: empty line")
+        return InputRecord(number, error=kept)
     try:
         obj = json.loads(line, parse_constant=_refuse_constant)
-    except (json.JSONDecodeError, ValueError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:
         reason = error.msg if isinstance(error, json.JSONDecodeError) else str(error) or "nested too deeply"
         return InputRecord(number, error=LineError("invalid_json", f"{where}: not valid JSON ({reason})"))
     if not isinstance(obj, dict):
         message = f"{where}: expected a JSON object, got {type(obj).__name__}"
         return InputRecord(number, error=LineError("invalid_json", message))
-    record_id = obj.get(id_column, number)
     column = find_text_column(obj.keys(), text_column)
     if column is None:
-        return InputRecord(
-            record_id, error=LineError("missing_text", f"{where}: {missing_text(obj, text_column, 'field')}")
-        )
-    return sentence_record(record_id, obj[column], where)
+        message = f"{where}: {missing_text(obj, text_column, 'field')}"
+        return InputRecord(obj.get(id_column, number), error=LineError("missing_text", message))
+    return sentence_record(obj.get(id_column, number), obj[column], where)
 
 
-def find_text_column(keys: Iterable[str], text_column: str | None) -> str | None:
+def find_text_column(keys: Collection[str], text_column: str | None) -> str | None:
     """The requested column, or else the first of the usual names, that `keys` has."""
     candidates = (text_column,) if text_column else DEFAULT_TEXT_COLUMNS
-    present = set(keys)
-    return next((name for name in candidates if name in present), None)
+    return next((name for name in candidates if name in keys), None)
 
 
 def missing_text(names: Iterable[str], text_column: str | None, noun: str) -> str:
@@ -180,8 +131,7 @@ def read_csv(lines: BoundedLines, text_column: str | None, id_column: str) -> It
     `csv.reader` rather than `DictReader`, which silently drops blank rows: every row must come out. Strict
     quoting: an unclosed quote would otherwise swallow every following row into one text and pass silently.
     """
-    text_lines = (text + "\n" for _, text in lines.decoded())  # a too-long line's kept beginning, for its quotes
-    rows = csv.reader(text_lines, strict=True)  # rows.line_num: physical lines read so far
+    rows = csv.reader((text + "\n" for _, text in lines), strict=True)  # rows.line_num: physical lines read so far
     header = _next_row(rows, f"{lines.name} header")
     if header is None:
         raise KoSentTypeError(f"{lines.name}: empty CSV file (expected a header row)")
@@ -190,17 +140,21 @@ def read_csv(lines: BoundedLines, text_column: str | None, id_column: str) -> It
         raise KoSentTypeError(f"{lines.name}: the CSV header has {missing_text(header, text_column, 'column')}")
     text_index = header.index(column)
     id_index = header.index(id_column) if id_column in header else None
-    number = 0
-    while True:
+    for number in count(1):
         first_line = rows.line_num + 1
-        row = _next_row(rows, f"{lines.name} row {number + 1} (line {first_line})")
+        row = _next_row(rows, f"{lines.name} row {number} (line {first_line})")
         if row is None:
             return
-        number += 1
-        record = _csv_record(number, row, text_index, id_index, column)
-        if lines.cut(first_line, rows.line_num):
-            record = InputRecord(record.id, error=too_long_error(f"row {number}", lines.max_line_bytes))
-        yield record
+        where = f"row {number}"
+        record_id = row[id_index] if id_index is not None and id_index < len(row) else number
+        if lines.last_too_long >= first_line:  # csv.reader reads no line past the row's last
+            yield InputRecord(record_id, error=lines.too_long_error(where))
+        elif not row:
+            yield InputRecord(record_id, error=LineError("empty", f"{where}: empty row"))
+        elif text_index >= len(row):
+            yield InputRecord(record_id, error=LineError("missing_text", f"{where}: no value in column {column!r}"))
+        else:
+            yield sentence_record(record_id, row[text_index], where)
 
 
 def _next_row(rows: Iterator[list[str]], where: str) -> list[str] | None:
@@ -212,15 +166,6 @@ def _next_row(rows: Iterator[list[str]], where: str) -> list[str] | None:
         else:
             reason = f"malformed CSV ({error}; an unclosed or stray quote?)"
         raise KoSentTypeError(f"{where}: {reason}") from error
-
-
-def _csv_record(number: int, row: list[str], text_index: int, id_index: int | None, column: str) -> InputRecord:
-    where = f"row {number}"
-    record_id = row[id_index] if id_index is not None and id_index < len(row) else number
-    if text_index >= len(row):
-        message = f"{where}: empty row" if not row else f"{where}: no value in column {column!r}"
-        return InputRecord(record_id, error=LineError("empty" if not row else "missing_text", message))
-    return sentence_record(record_id, row[text_index], where)
 
 
 def read_records(
@@ -235,7 +180,7 @@ def read_records(
     """The records of one input stream in `input_format` (txt, jsonl or csv)."""
     lines = BoundedLines(stream, name, max_line_bytes)
     if input_format == "txt":
-        return read_txt(lines)
+        return read_lines(lines, sentence_record)
     if input_format == "jsonl":
-        return read_jsonl(lines, text_column, id_column)
+        return read_lines(lines, partial(json_line_record, text_column=text_column, id_column=id_column))
     return read_csv(lines, text_column, id_column)
