@@ -139,18 +139,12 @@ def save_confusion_matrix(
     installed = {font.name for font in font_manager.fontManager.ttflist}
     hangul_font = next((name for name in HANGUL_FONTS if name in installed), None)
     # Where no installed font has Hangul, matplotlib would draw empty boxes: number the labels instead.
-    ticks = list(label_names) if hangul_font else [str(index) for index in range(len(label_names))]
+    ids = list(range(len(label_names)))
+    ticks = list(label_names) if hangul_font else [str(index) for index in ids]
     figure, axes = plt.subplots(figsize=(5.5, 4.5))
     with plt.rc_context({"font.family": hangul_font or "sans-serif"}):
         ConfusionMatrixDisplay.from_predictions(
-            labels,
-            predictions,
-            labels=list(range(len(label_names))),
-            display_labels=ticks,
-            cmap="Blues",
-            ax=axes,
-            xticks_rotation=30,
-            colorbar=True,
+            labels, predictions, labels=ids, display_labels=ticks, cmap="Blues", ax=axes, xticks_rotation=30
         )
         axes.set(xlabel="predicted", ylabel="true")
         figure.tight_layout()

@@ -39,31 +39,13 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_cuda_available
 
-from kosenttype import SENTENCE_TYPES
+from kosenttype import SENTENCE_TYPES, labelled_data, reporting
 from kosenttype.atomic_output import staged_folder, write_text_atomically
 from kosenttype.errors import KoSentTypeError, one_line, run_command
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
-from kosenttype.labelled_data import (
-    Example,
-    attribute_axes,
-    cross_validation_folds,
-    hold_out_validation,
-    label_counts,
-    read_labelled_file,
-    report_shared_sentences,
-    to_dataset,
-)
+from kosenttype.labelled_data import Example, label_counts
 from kosenttype.model_card import write_model_card
 from kosenttype.recipe import RECIPE, build_model, check_local_sources, load_encoder_config, load_tokenizer
-from kosenttype.reporting import (
-    evaluation_metrics,
-    format_cv_table,
-    format_metrics_table,
-    metrics_computer,
-    save_confusion_matrix,
-    summarize_folds,
-    type_labels_and_predictions,
-)
 from kosenttype.weighting import WeightedTrainer, class_weights_from_counts, sample_weights_for
 
 logger = logging.getLogger(__name__)
@@ -144,7 +126,8 @@ class DataTrainingArguments:
     @property
     def attributes(self) -> dict[str, list[str]]:
         """The axes --attribute_columns asks for, each with its labels in head order ({} for none)."""
-        return attribute_axes([name.strip() for name in (self.attribute_columns or "").split(",") if name.strip()])
+        names = (self.attribute_columns or "").split(",")
+        return labelled_data.attribute_axes([name.strip() for name in names if name.strip()])
 
 
 @dataclass
@@ -152,14 +135,11 @@ class KoSentTypeTrainingArguments(TrainingArguments):
     """`TrainingArguments` plus two of ours; `parse_arguments` gives them the recipe's defaults."""
 
     overwrite_output_dir: bool = _option(
-        "Train into an output_dir that holds another run: its checkpoints are deleted at the start and its model is "
-        "replaced once the new one is saved.",
+        "Train into an output_dir holding another run: its checkpoints are deleted, its model replaced at the end.",
         False,
     )
     auto_mixed_precision: bool = _option(
-        "Without --bf16/--fp16, use bf16 on a GPU that supports it, else fp16 on a CUDA GPU; fp32 on CPU. "
-        "--no_auto_mixed_precision keeps fp32 everywhere.",
-        True,
+        "Without --bf16/--fp16: bf16 on GPUs that have it, else fp16 on CUDA; fp32 on CPU (--no_...: fp32).", True
     )
 
     def __post_init__(self) -> None:
@@ -247,7 +227,7 @@ def train(
     splits, names = read_splits(data_args, training_args.seed)
     folds = None
     if data_args.cv_folds:
-        folds = cross_validation_folds(
+        folds = labelled_data.cross_validation_folds(
             splits["train"], data_args.cv_folds, training_args.seed, SENTENCE_TYPES, names["train"]
         )
     check_local_sources(model_args.model_name_or_path, model_args.tokenizer_name, model_args.encoder_config)
@@ -268,12 +248,13 @@ def read_splits(data_args: DataTrainingArguments, seed: int) -> tuple[dict[str, 
     for split, path in files.items():
         if path:
             columns = (data_args.text_column, data_args.label_column, data_args.attributes)
-            splits[split], names[split] = read_labelled_file(path, SENTENCE_TYPES, *columns), Path(path).name
+            splits[split] = labelled_data.read_labelled_file(path, SENTENCE_TYPES, *columns)
+            names[split] = Path(path).name
             if split != "train":
-                report_shared_sentences(splits["train"], splits[split], data_args.train_file, path)
+                labelled_data.report_shared_sentences(splits["train"], splits[split], data_args.train_file, path)
     if not data_args.cv_folds and "eval" not in splits:
         percentage = data_args.validation_split_percentage
-        splits["train"], splits["eval"] = hold_out_validation(splits["train"], percentage, seed)
+        splits["train"], splits["eval"] = labelled_data.hold_out_validation(splits["train"], percentage, seed)
         names["eval"] = f"{percentage}% held out of {names['train']}"
     return splits, names
 
@@ -364,9 +345,8 @@ def resumed_checkpoint(output: Path, resume: str, record: dict[str, Any]) -> Pat
             f"--resume_from_checkpoint {resume}: {checkpoint.parent} has no readable {RUN_RECORD}, so whether "
             "its checkpoints come from this data and these arguments can't be checked; start a new run"
         ) from None
-    differences = [key for key in sorted(set(previous) | set(record)) if previous.get(key) != record.get(key)]
-    if differences:
-        key = differences[0]
+    key = next((key for key in sorted(set(previous) | set(record)) if previous.get(key) != record.get(key)), None)
+    if key is not None:
         raise KoSentTypeError(
             f"--resume_from_checkpoint {resume}: {checkpoint} comes from another run ({key} was "
             f"{previous.get(key)!r:.80}, is now {record.get(key)!r:.80}); use a new --output_dir, or "
@@ -400,7 +380,7 @@ def fit(
         attribute_loss_weights=attribute_loss_weights(model_args.attribute_loss_weight, attributes),
     )
     datasets = {
-        split: to_dataset(examples, tokenizer, tokenizer.model_max_length, SENTENCE_TYPES)
+        split: labelled_data.to_dataset(examples, tokenizer, tokenizer.model_max_length, SENTENCE_TYPES)
         for split, examples in splits.items()
     }
     train_examples = splits["train"]
@@ -422,7 +402,7 @@ def fit(
         data_collator=DataCollatorWithPadding(
             tokenizer, pad_to_multiple_of=8 if training_args.bf16 or training_args.fp16 else None
         ),
-        compute_metrics=metrics_computer(SENTENCE_TYPES, attributes),
+        compute_metrics=reporting.metrics_computer(SENTENCE_TYPES, attributes),
         callbacks=[*([EarlyStoppingCallback(patience)] if patience > 0 else []), HubTokenizerInCheckpoints()],
         class_weights=class_weights,
         sample_weights=sample_weights_for([ex.label for ex in train_examples]) if data_args.weighted_sampler else None,
@@ -439,8 +419,7 @@ def fit(
         split: evaluate_split(trainer, data, split, attributes) for split, data in datasets.items() if split != "train"
     }
     if trainer.is_world_process_zero():
-        card = card_arguments(trainer, evaluations, splits, names, model_args, data_args, training_args)
-        package = save_package(trainer, Path(training_args.output_dir, PACKAGE_FOLDER), evaluations, card)
+        package = save_package(trainer, evaluations, splits, names, model_args, data_args, training_args)
         if training_args.push_to_hub:
             push_package(package, training_args)
     return {"train": train_result.metrics, **{split: result["metrics"] for split, result in evaluations.items()}}
@@ -460,16 +439,16 @@ class HubTokenizerInCheckpoints(TrainerCallback):
 def evaluate_split(trainer: Trainer, dataset: Any, split: str, attributes: dict[str, list[str]]) -> dict[str, Any]:
     """Predict once; log and save the Trainer's flat metrics and print the per-label tables."""
     prediction = trainer.predict(dataset, metric_key_prefix=split)
-    metrics = evaluation_metrics(prediction.predictions, prediction.label_ids, SENTENCE_TYPES, attributes)
-    labels, predicted = type_labels_and_predictions(prediction)
+    metrics = reporting.evaluation_metrics(prediction.predictions, prediction.label_ids, SENTENCE_TYPES, attributes)
+    labels, predicted = reporting.type_labels_and_predictions(prediction)
     trainer.log_metrics(split, prediction.metrics)
     trainer.save_metrics(split, prediction.metrics)
     if trainer.is_world_process_zero():
-        print(f"\n{split} ({len(dataset)} sentences)\n{format_metrics_table(metrics)}\n", flush=True)
+        print(f"\n{split} ({len(dataset)} sentences)\n{reporting.format_metrics_table(metrics)}\n", flush=True)
     return {"metrics": metrics, "flat": prediction.metrics, "labels": labels, "predicted": predicted}
 
 
-def card_arguments(
+def save_package(
     trainer: Trainer,
     evaluations: dict[str, dict],
     splits: dict[str, list[Example]],
@@ -477,9 +456,10 @@ def card_arguments(
     model_args: ModelArguments,
     data_args: DataTrainingArguments,
     args: TrainingArguments,
-) -> dict[str, Any]:
-    """`write_model_card`'s arguments: the test split's metrics if there is one, else the validation split's, and
-    the hyper-parameters as the run actually used them."""
+) -> Path:
+    """output_dir/model, whole or not at all: the best model, its tokenizer, metrics, confusion matrices and card
+    (the test split's metrics if any, else the validation split's; the hyper-parameters as the run used them) —
+    nothing of the training state, so the folder can be published as it is."""
     split = "test" if "test" in evaluations else "eval"
     counts = label_counts(splits["train"], SENTENCE_TYPES)
     mix = ", ".join(f"{name} {count}" for name, count in zip(SENTENCE_TYPES, counts, strict=True))
@@ -499,18 +479,14 @@ def card_arguments(
         "seed": args.seed,
     }
     evaluated = f"{names[split]} ({len(splits[split])} sentences)"
-    return {
+    card = {
         "metrics": {**evaluations[split]["metrics"], "eval_dataset": evaluated},
         "training_procedure": procedure,
         "datasets_note": f"`{names['train']}`: {sum(counts)} sentences ({mix}).",
         "license": model_args.license,
         "repo_id": args.hub_model_id if args.push_to_hub else None,
     }
-
-
-def save_package(trainer: Trainer, folder: Path, evaluations: dict[str, dict], card: dict[str, Any]) -> Path:
-    """output_dir/model, whole or not at all: the best model, its tokenizer, metrics, confusion matrices and card —
-    nothing of the training state, so the folder can be published as it is."""
+    folder = Path(args.output_dir, PACKAGE_FOLDER)
     model = trainer.accelerator.unwrap_model(trainer.model)
     tokenizer = trainer.processing_class
     with staged_folder(folder, replace=True) as staging:
@@ -520,7 +496,7 @@ def save_package(trainer: Trainer, folder: Path, evaluations: dict[str, dict], c
             text = json.dumps(evaluation["flat"], ensure_ascii=False, indent=4, sort_keys=True) + "\n"
             (staging / f"{split}_results.json").write_text(text, encoding="utf-8")
             matrix = staging / f"{split}_confusion_matrix.png"
-            save_confusion_matrix(evaluation["labels"], evaluation["predicted"], SENTENCE_TYPES, matrix)
+            reporting.save_confusion_matrix(evaluation["labels"], evaluation["predicted"], SENTENCE_TYPES, matrix)
         write_model_card(staging, model.config, **card)
     logger.info(f"The model package is in {folder}")
     return folder
@@ -564,9 +540,9 @@ def cross_validate(
         fold_splits = {**splits, "train": train_part, "eval": held_out}
         fold_names = {**names, "eval": f"fold {fold} of {names['train']}"}
         fold_metrics.append(fit(fold_splits, fold_names, model_args, data_args, fold_args)["eval"])
-    summary = summarize_folds(fold_metrics)
+    summary = reporting.summarize_folds(fold_metrics)
     if training_args.process_index == 0:
-        print(f"\n{data_args.cv_folds}-fold cross-validation\n{format_cv_table(summary)}\n", flush=True)
+        print(f"\n{data_args.cv_folds}-fold cross-validation\n{reporting.format_cv_table(summary)}\n", flush=True)
         text = json.dumps(summary, ensure_ascii=False, indent=2) + "\n"
         write_text_atomically(Path(training_args.output_dir, "cv_results.json"), text)
     return summary

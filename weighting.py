@@ -24,10 +24,9 @@ def class_weights_from_counts(counts: Sequence[int], scheme: str) -> torch.Tenso
     if scheme not in CLASS_WEIGHTINGS:
         raise ValueError(f"Unknown class weighting {scheme!r}; expected one of {', '.join(CLASS_WEIGHTINGS)}.")
     counts = torch.as_tensor(counts, dtype=torch.float64)
-    present = counts > 0
     if scheme == "none":
         return torch.ones_like(counts, dtype=torch.float32)
-    raw = torch.where(present, counts.clamp(min=1) ** (-1.0 if scheme == "balanced" else -0.5), 0.0)
+    raw = torch.where(counts > 0, counts.clamp(min=1) ** (-1.0 if scheme == "balanced" else -0.5), 0.0)
     return (raw * counts.sum() / (raw * counts).sum()).float()
 
 
