@@ -2,17 +2,16 @@
 
     kosenttype-export-onnx --model DIR_OR_HUB_ID [--output-dir OUT] [--quantize {none,int8}] [--opset N]
 
-Writes `onnx/model.onnx` (fp32) and, by default, `onnx/model_quantized.onnx` (int8, dynamic quantization with
-per-channel weights): into the model folder itself when no --output-dir is given, else into OUT together with the
-files a runtime needs beside them (config.json, tokenizer.json, tokenizer_config.json), so that OUT runs with
-`kosenttype-predict --backend onnxruntime --model OUT`. The fp32 graph is compared with torch before anything
-appears; a failed check, an error or a signal leaves no onnx/ folder and no half-written file behind.
+Writes onnx/model.onnx (fp32) and, by default, onnx/model_quantized.onnx (int8) into the model folder, or into OUT
+with the files a runtime needs beside them (config.json, the tokenizer's). The fp32 graph is compared with torch
+before anything appears: a failed check, an error or a signal leaves nothing behind (docs/onnx.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 from kosenttype.atomic_output import refuse_input_as_output, staged_folder
@@ -21,6 +20,7 @@ from kosenttype.onnx_backend import ONNX_FOLDER, hub_snapshot, local_folder
 from kosenttype.onnx_export import QUANTIZE_CHOICES, copy_runtime_files, export_onnx
 
 PROGRAM = "kosenttype-export-onnx"
+report = partial(print, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(location, Path):
             raise KoSentTypeError(f"--model {args.model} is a Hub id: give --output-dir to write the ONNX files to")
         with staged_folder(location / ONNX_FOLDER, replace=args.overwrite) as staging:
-            summary = export_onnx(location, staging, **options)
+            files = export_onnx(location, staging, **options)
         written = location / ONNX_FOLDER
     else:
         written = Path(args.output_dir)
@@ -65,17 +65,12 @@ def run(args: argparse.Namespace) -> int:
         with staged_folder(written, replace=args.overwrite) as staging:
             source = location if isinstance(location, Path) else hub_snapshot(location, args.revision)
             copied = copy_runtime_files(source, staging)
-            summary = export_onnx(args.model, staging / ONNX_FOLDER, **options)
+            files = export_onnx(args.model, staging / ONNX_FOLDER, **options)
         report(f"copied beside it: {', '.join(copied)}")
-    files = ", ".join(f"{ONNX_FOLDER}/{path.name}" for path in summary.files)
-    report(f"wrote {written}: {files}")
+    report(f"wrote {written}: {', '.join(f'{ONNX_FOLDER}/{path.name}' for path in files)}")
     runnable = written.parent if args.output_dir is None else written
     report(f"run it: kosenttype-predict --backend onnxruntime --model {runnable} --input sentences.txt")
     return 0
-
-
-def report(line: str) -> None:
-    print(line, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,6 @@
-"""The onnxruntime backend: a folder's `onnx/model.onnx` (fp32) or `onnx/model_quantized.onnx` (int8), run with
-onnxruntime, tokenized with the `tokenizers` library, and nothing else.
-
-    classifier = load_onnx_classifier("path/or/hub-id", precision="int8")
-
-This path imports neither torch nor transformers: a prediction-only install needs onnxruntime, tokenizers, numpy
-and huggingface_hub, and a command starts in a fraction of a second. The files are the Hub's convention (Optimum,
-Transformers.js); `kosenttype-export-onnx` writes them. Graph inputs: `input_ids` and `attention_mask` (int64,
-[batch, sequence]); outputs: `logits` for the sentence type and `<axis>_logits` for each attribute head.
-"""
+"""The onnxruntime backend: a folder's `onnx/model.onnx` (fp32) or `onnx/model_quantized.onnx` (int8) run with
+onnxruntime and tokenized with `tokenizers`, importing neither torch nor transformers (docs/onnx.md). Graph inputs
+`input_ids`, `attention_mask` (int64 [batch, sequence]); outputs `logits` (type) and `<axis>_logits` per attribute."""
 
 from __future__ import annotations
 
@@ -26,7 +19,7 @@ from .errors import KoSentTypeError, one_line
 from .model_location import locate_model
 
 ONNX_FOLDER = "onnx"
-# The Hub's file names (Optimum, Transformers.js: dtype "fp32" and "q8") by the precision they hold.
+# The Hub's file names (Optimum, Transformers.js: dtype "fp32" and "q8").
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model_quantized.onnx"}
 PRECISIONS = ("auto", "fp32", "int8")
 # What the backend reads beside the ONNX files; special_tokens_map.json is optional.
@@ -35,15 +28,11 @@ INPUT_NAMES = ("input_ids", "attention_mask")
 # transformers' stand-in for "no limit" in tokenizer_config.json.
 UNBOUNDED_TOKENIZER_LENGTH = 1_000_000
 THREADS_VARIABLE = "OMP_NUM_THREADS"
-# onnxruntime fuses each residual Add + LayerNormalization into its SkipLayerNormalization kernel, which on CPU ran
-# ten times slower than the two standard ops it replaces (onnxruntime 1.32, 12-layer model, 768 tokens per batch:
-# 60 ms against 12 ms per batch, a fifth of the whole int8 run; see docs/onnx.md).
+# onnxruntime's fused SkipLayerNormalization ran ten times slower on CPU than the Add + LayerNormalization it
+# replaces (onnxruntime 1.32, 12-layer model: a fifth of the whole int8 run; docs/onnx.md).
 CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
-# What "auto" tries first on a CPU. int8 agreed with fp32 on the benchmark's trained model within the torch backend's
-# bar (same label 99.85%, max probability difference 0.0157), ran 2.7x as fast as onnxruntime fp32 and started in
-# 0.52 s instead of 0.85 s (benchmarks/bench_onnx.py, docs/onnx.md); a folder exported with `--quantize none` has
-# only the fp32 file.
+# What "auto" tries first on a CPU: int8 kept 99.85% of fp32's labels and ran 2.7x as fast (docs/onnx.md).
 AUTO_PRECISION_ORDER = ("int8", "fp32")
 
 
@@ -59,8 +48,7 @@ class OnnxBackend:
     name = "onnxruntime"
 
     def __init__(self, session: onnxruntime.InferenceSession, precision: str, heads: Mapping[str, list[str]]) -> None:
-        self.session = session
-        self.precision = precision
+        self.session, self.precision = session, precision
         self.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self.outputs = {head: output_name(head) for head in heads}
         self.inputs = [graph_input.name for graph_input in session.get_inputs()]
@@ -74,19 +62,10 @@ class OnnxBackend:
 
 
 def load_onnx_classifier(
-    model: str | os.PathLike,
-    *,
-    device: str = "auto",
-    precision: str = "auto",
-    revision: str | None = None,
-    threads: int | None = None,
+    model: str | os.PathLike, *, device: str = "auto", precision: str = "auto", revision: str | None = None
 ) -> Classifier:
-    """A saved folder's or Hub repository's ONNX file as a `Classifier`, with no torch and no transformers.
-
-    `precision`: "int8" runs `onnx/model_quantized.onnx`, "fp32" `onnx/model.onnx`, "auto" the int8 file where
-    there is one, else the fp32 one (see AUTO_PRECISION_ORDER). `threads`: onnxruntime's intra-op threads; None
-    takes OMP_NUM_THREADS when set (what `kosenttype-predict --threads` sets), else one per core.
-    """
+    """A saved folder's or Hub repository's ONNX file as a `Classifier`: "int8" runs `onnx/model_quantized.onnx`,
+    "fp32" `onnx/model.onnx`, "auto" the first of AUTO_PRECISION_ORDER there is (fp32 on a GPU)."""
     if precision not in PRECISIONS:
         raise KoSentTypeError(
             f"--precision {precision}: the onnxruntime backend runs fp32 (onnx/{ONNX_FILES['fp32']}) or int8 "
@@ -99,25 +78,28 @@ def load_onnx_classifier(
     folder, resolved_precision = locate_onnx_files(model, precision, revision, on_cpu=on_cpu)
     config = read_json_file(folder / "config.json", model)
     heads = heads_from_config(config)
-    session = open_session(folder / ONNX_FOLDER / ONNX_FILES[resolved_precision], providers, threads)
-    check_outputs(session, heads, folder / ONNX_FOLDER / ONNX_FILES[resolved_precision])
+    path = folder / ONNX_FOLDER / ONNX_FILES[resolved_precision]
+    session = open_session(path, providers)
+    check_outputs(session, heads, path)
+    tokenizer_config = folder / "tokenizer_config.json"
+    limit = read_json_file(tokenizer_config, model).get("model_max_length") if tokenizer_config.is_file() else None
+    is_limit = isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < UNBOUNDED_TOKENIZER_LENGTH
     return classifier_from_config(
         OnnxBackend(session, resolved_precision, heads),
         read_tokenizer(folder, model),
         config,
         name=os.fspath(model),
-        tokenizer_limit=tokenizer_limit(folder),
+        tokenizer_limit=limit if is_limit else None,
     )
 
 
 def execution_providers(device: str) -> list[tuple[str, dict[str, Any]]]:
     """onnxruntime's providers for `device`: cpu, cuda, cuda:N, or auto (CUDA when this onnxruntime has it)."""
     available = onnxruntime.get_available_providers()
-    cpu = ("CPUExecutionProvider", {})
     if device == "auto":
         device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
     if device == "cpu":
-        return [cpu]
+        return [("CPUExecutionProvider", {})]
     kind, _, index = device.partition(":")
     if kind != "cuda" or (index and not index.isdigit()):
         raise KoSentTypeError(f"unknown device {device!r} (expected cpu, cuda, cuda:N or auto)")
@@ -125,43 +107,31 @@ def execution_providers(device: str) -> list[tuple[str, dict[str, Any]]]:
         raise KoSentTypeError(
             f"--device {device}: this onnxruntime has no CUDA support (install onnxruntime-gpu, or use --device cpu)"
         )
-    return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), cpu]
+    return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), ("CPUExecutionProvider", {})]
 
 
 def locate_onnx_files(model: str | os.PathLike, precision: str, revision: str | None, on_cpu: bool) -> tuple[Path, str]:
-    """The local folder holding config.json, the tokenizer and the ONNX file to run, and that file's precision.
-
-    A Hub id is downloaded (only the files the backend reads; for "auto" the int8 file alone when the repository
-    has it); a local folder is used in place.
-    """
+    """The local folder holding config.json, the tokenizer and the ONNX file to run, and that file's precision. A
+    Hub id downloads only the files the backend reads (for "auto", the int8 file alone when there is one)."""
     candidates = list(AUTO_PRECISION_ORDER if on_cpu else ("fp32",)) if precision == "auto" else [precision]
     location = local_folder(model)
     for candidate in candidates:
-        folder = location if isinstance(location, Path) else _hub_snapshot(location, revision, candidate)
-        if (folder / ONNX_FOLDER / ONNX_FILES[candidate]).is_file():
+        onnx_file = f"{ONNX_FOLDER}/{ONNX_FILES[candidate]}"
+        # with the external data of an export that needed some
+        extra_files = [onnx_file, f"{onnx_file}.data", f"{onnx_file}_data"]
+        folder = location if isinstance(location, Path) else hub_snapshot(location, revision, extra_files)
+        if (folder / onnx_file).is_file():
             return folder, candidate
-    raise KoSentTypeError(_missing_onnx_message(model, candidates, precision))
-
-
-def _missing_onnx_message(model: str | os.PathLike, candidates: list[str], precision: str) -> str:
     wanted = " or ".join(f"{ONNX_FOLDER}/{ONNX_FILES[candidate]}" for candidate in candidates)
-    if precision == "int8":
-        advice = f"run kosenttype-export-onnx --model {os.fspath(model)} (int8 is its default), or use --precision fp32"
-    else:
-        advice = f"run kosenttype-export-onnx --model {os.fspath(model)} first"
-    return f"cannot run {os.fspath(model)} on onnxruntime: it has no {wanted}; {advice}"
+    advice = f"run kosenttype-export-onnx --model {os.fspath(model)}"
+    advice += " (int8 is its default), or use --precision fp32" if precision == "int8" else " first"
+    raise KoSentTypeError(f"cannot run {os.fspath(model)} on onnxruntime: it has no {wanted}; {advice}")
 
 
 def local_folder(model: str | os.PathLike) -> Path | str:
     """The model's folder as a Path when it is local, else its Hub id (model_location's one rule for telling)."""
     location = locate_model(model)
     return Path(location) if Path(location).is_dir() else location
-
-
-def _hub_snapshot(repo_id: str, revision: str | None, precision: str) -> Path:
-    """The runtime files and one ONNX file (with its external data, if the export needed any), from the Hub."""
-    onnx_file = f"{ONNX_FOLDER}/{ONNX_FILES[precision]}"
-    return hub_snapshot(repo_id, revision, [onnx_file, f"{onnx_file}.data", f"{onnx_file}_data"])
 
 
 def hub_snapshot(repo_id: str, revision: str | None, extra_files: Sequence[str] = ()) -> Path:
@@ -200,21 +170,9 @@ def read_tokenizer(folder: Path, model: str | os.PathLike) -> Tokenizer:
         raise KoSentTypeError(f"cannot read {path}: {one_line(error)}") from None
 
 
-def tokenizer_limit(folder: Path) -> int | None:
-    """tokenizer_config.json's `model_max_length`, when it states a real limit."""
-    path = folder / "tokenizer_config.json"
-    if not path.is_file():
-        return None
-    limit = read_json_file(path, folder).get("model_max_length")
-    is_limit = isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < UNBOUNDED_TOKENIZER_LENGTH
-    return limit if is_limit else None
-
-
 def session_options(threads: int | None) -> onnxruntime.SessionOptions:
-    """One intra-op pool of `threads` (else OMP_NUM_THREADS, else onnxruntime's one per core), no inter-op pool.
-
-    onnxruntime's default build doesn't use OpenMP and so never reads OMP_NUM_THREADS itself.
-    """
+    """One intra-op pool of `threads` (else OMP_NUM_THREADS, which onnxruntime's default build never reads itself,
+    else onnxruntime's one per core), no inter-op pool."""
     options = onnxruntime.SessionOptions()
     if threads is None and os.environ.get(THREADS_VARIABLE, "").strip().isdigit():
         threads = int(os.environ[THREADS_VARIABLE])
@@ -225,14 +183,12 @@ def session_options(threads: int | None) -> onnxruntime.SessionOptions:
     return options
 
 
-def open_session(
-    path: Path, providers: list[tuple[str, dict[str, Any]]], threads: int | None = None
-) -> onnxruntime.InferenceSession:
+def open_session(path: Path, providers: list[tuple[str, dict[str, Any]]]) -> onnxruntime.InferenceSession:
     """An inference session on `path`, refusing a corrupt or truncated file in one line."""
     try:
         return onnxruntime.InferenceSession(
             str(path),
-            sess_options=session_options(threads),
+            sess_options=session_options(None),
             providers=[name for name, _ in providers],
             provider_options=[options for _, options in providers],
             disabled_optimizers=CPU_DISABLED_OPTIMIZERS if providers[0][0] == "CPUExecutionProvider" else [],
