@@ -1,14 +1,8 @@
 """Classify large inputs quickly and in constant memory: files or streams of sentences in, one record per line out.
 
-    kosenttype-predict --model DIR_OR_HUB_ID --input corpus.txt --output labels.jsonl
-
-Lines that can't be classified (empty, not UTF-8, bad JSON, no text field, too long) get an output record with an
-`error` instead of stopping the run. Exit status: 0 if every line was classified, 1 if some lines failed, 2 if the
-run could not go on (bad arguments, missing input, model not found), 128+N when stopped by signal N. An output
-file appears only when complete. The engine is a Python call too: `kosenttype.engine.load_classifier`.
-
-This command imports neither torch nor transformers before it knows which backend to run, so that
-`--backend onnxruntime` starts in a fraction of a second.
+Lines that can't be classified get an output record with an `error` instead of stopping the run; the output file
+appears only when complete (docs/predicting.md). Imports no torch or transformers before the backend is chosen, so
+that `--backend onnxruntime` starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -24,38 +18,19 @@ from pathlib import Path
 
 from kosenttype.atomic_output import check_writable_file, refuse_input_as_output
 from kosenttype.command_line import add_model_arguments, check_at_least, load_from_arguments
-from kosenttype.engine import (
-    CPU_BATCH_TOKENS,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_LENGTH,
-    EngineSettings,
-    limit_threads,
-)
+from kosenttype.engine import CPU_BATCH_TOKENS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, EngineSettings, limit_threads
 from kosenttype.errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, run_command
 from kosenttype.input_files import FILE_FORMATS, file_format, read_stream_records
 from kosenttype.readers import DEFAULT_MAX_LINE_BYTES, open_input
-from kosenttype.records import Prediction
 from kosenttype.writers import OUTPUT_FORMATS, infer_output_format, make_writer, open_output
 
 PROGRAM = "kosenttype-predict"
 
 
-AT_LEAST_ONE = (
-    "batch_size",
-    "max_length",
-    "max_line_bytes",
-    "top_k",
-    "chunk_size",
-    "threads",
-    "num_workers",
-    "threads_per_worker",
-)
-ENGINES = ("local", "ray")
-
-
 def check_numbers(args: argparse.Namespace) -> argparse.Namespace:
     """Refuse counts that would make the run meaningless, in the option's own name."""
-    check_at_least(args, AT_LEAST_ONE)
+    ray_counts = ("num_workers", "threads_per_worker")
+    check_at_least(args, ("batch_size", "max_length", "max_line_bytes", "top_k", "chunk_size", "threads", *ray_counts))
     check_at_least(args, ["max_batch_tokens"], minimum=0)
     return args
 
@@ -84,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--text_column", help="The field/column holding the sentence (default: sentence, text or 문장).")
     add("--id_column", default="id", help="The field/column whose value becomes the record id.")
-    add("--engine", choices=ENGINES, default="local", help="local (default), or ray: many workers or machines.")
+    add(
+        "--engine", choices=("local", "ray"), default="local", help="local (default), or ray: many workers or machines."
+    )
     add(
         "--ray_address",
         help="--engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray instance).",
@@ -111,34 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class RunSummary:
-    """Counts what the run did, for the one-line report on stderr that decides the exit status."""
-
-    def __init__(self) -> None:
-        self.classified = 0
-        self.failures: Counter[str] = Counter()
-        self.started = time.perf_counter()
-
-    def add(self, prediction: Prediction) -> None:
-        if prediction.error is None:
-            self.classified += 1
-        else:
-            self.failures[prediction.error.kind] += 1
-
-    @property
-    def exit_status(self) -> int:
-        return EXIT_SOME_FAILED if self.failures else EXIT_OK
-
-    def line(self, destination: str) -> str:
-        seconds = time.perf_counter() - self.started
-        total = self.classified + sum(self.failures.values())
-        failed = ", ".join(f"{count} {kind}" for kind, count in sorted(self.failures.items()))
-        failed_part = f", {sum(self.failures.values())} failed ({failed})" if self.failures else ""
-        rate = self.classified / seconds if seconds > 0 else 0.0
-        return (
-            f"{PROGRAM}: {total} records: {self.classified} classified{failed_part} "
-            f"in {seconds:.1f} s ({rate:.1f} sentences/s) -> {destination}"
-        )
+def summary_line(outcomes: Counter[str | None], seconds: float, destination: str) -> str:
+    """The run's one-line report on stderr; `outcomes` counts each error kind, and None the records classified."""
+    classified = outcomes[None]
+    failures = sorted((kind, count) for kind, count in outcomes.items() if kind is not None)
+    failed = ", ".join(f"{count} {kind}" for kind, count in failures)
+    failed_part = f", {outcomes.total() - classified} failed ({failed})" if failures else ""
+    rate = classified / seconds if seconds > 0 else 0.0
+    return (
+        f"{PROGRAM}: {outcomes.total()} records: {classified} classified{failed_part} "
+        f"in {seconds:.1f} s ({rate:.1f} sentences/s) -> {destination}"
+    )
 
 
 @contextmanager
@@ -151,12 +111,6 @@ def progress_bar() -> Iterator[Callable[[int], None] | None]:
 
     with tqdm(unit=" sentences", file=sys.stderr, dynamic_ncols=True) as bar:
         yield bar.update
-
-
-def quiet_progress_bars() -> None:
-    """No download bars in logs and pipes (huggingface_hub's switch; the torch backend quiets its loading bar)."""
-    if not sys.stderr.isatty():
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -173,22 +127,18 @@ def run(args: argparse.Namespace) -> int:
         refuse_input_as_output(args.output, [args.input], "--output")
     if args.threads:
         limit_threads(args.threads, args.backend)
-    quiet_progress_bars()
+    if not sys.stderr.isatty():  # no download bars in logs and pipes (the torch backend quiets its loading bar)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     with open_input(args.input) as source:  # before loading the model: a typo in a path should fail fast
         classifier = load_from_arguments(args)
         print(
             f"{PROGRAM}: {args.model} on {classifier.device} in {classifier.precision} ({args.backend})",
             file=sys.stderr,
         )
-        summary = RunSummary()
-        records = read_stream_records(
-            source,
-            input_format,
-            name=args.input,
-            text_column=args.text_column,
-            id_column=args.id_column,
-            max_line_bytes=args.max_line_bytes,
-        )
+        started = time.perf_counter()
+        outcomes: Counter[str | None] = Counter()  # error kinds, None for the records classified
+        reading = {name: getattr(args, name) for name in ("text_column", "id_column", "max_line_bytes")}
+        records = read_stream_records(source, input_format, name=args.input, **reading)
         with open_output(args.output) as destination, progress_bar() as progress:
             settings = EngineSettings(
                 args.batch_size, args.max_length, args.top_k, args.chunk_size, args.max_batch_tokens, progress
@@ -196,13 +146,15 @@ def run(args: argparse.Namespace) -> int:
             writer = make_writer(output_format, destination, args.top_k > 1, bool(classifier.attributes))
             for prediction in classifier.classify_records(records, settings):
                 writer.write(prediction)
-                summary.add(prediction)
-    print(summary.line("standard output" if args.output == "-" else args.output), file=sys.stderr)
-    return summary.exit_status
+                outcomes[prediction.error and prediction.error.kind] += 1
+    shown = "standard output" if args.output == "-" else args.output
+    print(summary_line(outcomes, time.perf_counter() - started, shown), file=sys.stderr)
+    return EXIT_SOME_FAILED if outcomes.total() > outcomes[None] else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 all lines classified, 1 some lines failed (see their `error`), 2 the run could not go on."""
+    """Exit status: 0 all lines classified, 1 some lines failed (see their `error`), 2 the run could not go on,
+    128+N when stopped by signal N."""
     return run_command(PROGRAM, lambda: run(check_numbers(build_parser().parse_args(argv))))
 
 

@@ -19,34 +19,18 @@ OUTPUT_FORMATS = ("jsonl", "csv")
 
 def infer_output_format(path: str, requested: str | None = None) -> str:
     """The requested format, else csv for a .csv path, else JSON Lines."""
-    if requested:
-        return requested
-    return "csv" if path != "-" and Path(path).suffix.lower() == ".csv" else "jsonl"
+    return requested or ("csv" if Path(path).suffix.lower() == ".csv" else "jsonl")
 
 
 def json_line(record: dict) -> str:
-    """One strict JSON line: `allow_nan=False`, because NaN and Infinity are not JSON and break every other parser.
-
-    Korean stays readable; a string holding a lone surrogate (an input's `\\ud800`, or undecodable bytes in an id)
-    can't be UTF-8, so that line alone is written with `\\u` escapes instead.
-    """
+    """One strict JSON line (NaN and Infinity are not JSON and break other parsers). Korean stays readable, but a
+    line holding a lone surrogate (an input's `\\ud800`, undecodable bytes in an id) can't be UTF-8: it is escaped."""
     line = json.dumps(record, ensure_ascii=False, allow_nan=False)
-    if not encodable(line):
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
         line = json.dumps(record, ensure_ascii=True, allow_nan=False)
     return line + "\n"
-
-
-def encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def escaped_surrogates(text: str) -> str:
-    """`text` with any lone surrogate written as `\\udXXX`, so that it can be UTF-8."""
-    return text if encodable(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class JsonLinesWriter:
@@ -74,8 +58,12 @@ class CsvWriter:
         for nested in ("top_k", "attributes"):
             if nested in record:
                 record[nested] = json.dumps(record[nested], ensure_ascii=False, allow_nan=False)
+        # A lone surrogate can't be UTF-8: written as `\udXXX` instead.
         self.writer.writerow(
-            {key: escaped_surrogates(value) if isinstance(value, str) else value for key, value in record.items()}
+            {
+                key: value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
+                for key, value in record.items()
+            }
         )
 
 
