@@ -19,21 +19,16 @@ from .run_side_files import RunSettings
 
 DEFAULT_MAX_LENGTH = 256
 # Key names that side files use for the same facts, in order of preference.
-BACKBONE_KEYS = (
-    "backbone",
-    "backbone_name",
-    "base_model",
-    "model_name",
-    "model_name_or_path",
-    "pretrained_model_name_or_path",
-    "pretrained_model_name",
-    "encoder_name",
-)
+BACKBONE_KEYS = ("backbone", "backbone_name", "base_model", "model_name", "model_name_or_path")
+BACKBONE_KEYS += ("pretrained_model_name_or_path", "pretrained_model_name", "encoder_name")
 MAX_LENGTH_KEYS = ("max_length", "max_len", "max_seq_length", "max_seq_len")
 POOLING_KEYS = ("pooling", "pooling_mode", "pool", "pooling_strategy")
 POOLING_ALIASES = {"mean_pooling": "mean", "avg": "mean", "average": "mean", "cls_token": "cls"}
 DROPOUT_KEYS = ("classifier_dropout", "dropout", "dropout_rate", "head_dropout")
 MODEL_TYPE_KEYS = ("model_type", "encoder_model_type")
+# The encoder tensors whose shapes give its configuration when there is none to load.
+WORDS, POSITIONS = "embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight"
+INTERMEDIATE = "encoder.layer.0.intermediate.dense.weight"
 
 
 @dataclass
@@ -78,7 +73,22 @@ def _infer_architecture(
     encoder: dict[str, torch.Tensor], settings: RunSettings, backbone: str | None, failure: str
 ) -> Architecture:
     """Read what the tensors show; assume, and say so, what they can't (heads, layer-norm epsilon, activation)."""
-    shapes = _encoder_shapes(encoder)
+    missing = sorted({WORDS, POSITIONS, INTERMEDIATE} - set(encoder))
+    if missing:
+        raise KoSentTypeError(
+            f"cannot infer the encoder from its shapes (no {', '.join(missing)}): pass --backbone NAME_OR_DIR"
+        )
+    layers = {int(match.group(1)) for key in encoder if (match := re.match(r"encoder\.layer\.(\d+)\.", key))}
+    vocab_size, hidden_size = encoder[WORDS].shape
+    token_types = encoder.get("embeddings.token_type_embeddings.weight")
+    shapes = {
+        "vocab_size": int(vocab_size),
+        "hidden_size": int(hidden_size),
+        "num_hidden_layers": max(layers) + 1,
+        "intermediate_size": int(encoder[INTERMEDIATE].shape[0]),
+        "max_position_embeddings": int(encoder[POSITIONS].shape[0]),
+        "type_vocab_size": int(token_types.shape[0]) if token_types is not None else 1,
+    }
     model_type, type_reason = _infer_model_type(shapes["max_position_embeddings"], settings, backbone)
     hidden = shapes["hidden_size"]
     heads = max(1, hidden // 64)
@@ -98,41 +108,15 @@ def _infer_architecture(
     return Architecture(config, origin, backbone)
 
 
-def _encoder_shapes(encoder: dict[str, torch.Tensor]) -> dict[str, int]:
-    required = {
-        "embeddings.word_embeddings.weight",
-        "embeddings.position_embeddings.weight",
-        "encoder.layer.0.intermediate.dense.weight",
-    }
-    missing = sorted(required - set(encoder))
-    if missing:
-        raise KoSentTypeError(
-            f"cannot infer the encoder from its shapes (no {', '.join(missing)}): pass --backbone NAME_OR_DIR"
-        )
-    layers = {int(match.group(1)) for key in encoder if (match := re.match(r"encoder\.layer\.(\d+)\.", key))}
-    vocab_size, hidden_size = encoder["embeddings.word_embeddings.weight"].shape
-    token_types = encoder.get("embeddings.token_type_embeddings.weight")
-    return {
-        "vocab_size": int(vocab_size),
-        "hidden_size": int(hidden_size),
-        "num_hidden_layers": max(layers) + 1,
-        "intermediate_size": int(encoder["encoder.layer.0.intermediate.dense.weight"].shape[0]),
-        "max_position_embeddings": int(encoder["embeddings.position_embeddings.weight"].shape[0]),
-        "type_vocab_size": int(token_types.shape[0]) if token_types is not None else 1,
-    }
-
-
 def _infer_model_type(positions: int, settings: RunSettings, backbone: str | None) -> tuple[str, str]:
     """BERT and RoBERTa name their tensors alike; they differ in how positions are counted (RoBERTa offsets
     them past the padding id, hence 514 = 512 + 2)."""
     stated, where = settings.first(MODEL_TYPE_KEYS, str)
     if stated in ("bert", "roberta"):
         return stated, f"model_type stated in {where}"
-    name = (backbone or "").lower()
-    if "roberta" in name:
-        return "roberta", f"backbone name {backbone}"
-    if "bert" in name:
-        return "bert", f"backbone name {backbone}"
+    named = next((kind for kind in ("roberta", "bert") if kind in (backbone or "").lower()), None)
+    if named:
+        return named, f"backbone name {backbone}"
     if positions % 64 == 2:
         return "roberta", f"{positions} position embeddings = {positions - 2} + 2, RoBERTa's padding offset"
     if positions % 64 == 0:

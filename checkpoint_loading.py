@@ -1,6 +1,5 @@
-"""Reading a training script's `torch.save` file without running its code, and finding the weights inside it: only
-tensors and plain data are unpickled (anything else is refused by name, never retried unsafely), memory-mapped.
-"""
+"""Reading a training script's `torch.save` file without running its code (only tensors and plain data are
+unpickled, memory-mapped; anything else is refused by name), and finding the weights inside it."""
 
 from __future__ import annotations
 
@@ -26,8 +25,6 @@ WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
 @dataclass
 class Checkpoint:
-    """What a checkpoint file holds: the weights, and the plain data a training script kept beside them."""
-
     state_dict: dict[str, torch.Tensor]
     location: str
     extras: dict[str, Any]
@@ -51,8 +48,7 @@ def word_embedding_keys(state_dict: Mapping[str, Any]) -> list[str]:
 
 
 def safe_checkpoint_globals() -> list[Any]:
-    """Plain data types that training scripts save beside the weights; none of them can run code when unpickled.
-    Each comes with the names other numpy/python versions pickle it under (`numpy.core` vs `numpy._core`)."""
+    """Plain data training scripts save beside the weights, under every name numpy/python versions pickle it as."""
     import argparse
     import datetime
     import pathlib
@@ -71,7 +67,12 @@ def safe_checkpoint_globals() -> list[Any]:
 def load_checkpoint_object(path: Path, trust: bool) -> Any:
     """`torch.load` with only tensors and plain data allowed (everything with `trust`), memory-mapped."""
     is_zip = zipfile.is_zipfile(path)
-    _refuse_unreadable(path, is_zip)
+    with path.open("rb") as stream:
+        head = stream.read(4)
+    if not head:
+        raise KoSentTypeError(f"{path}: empty file, not a PyTorch checkpoint")
+    if head.startswith(b"PK") and not is_zip:
+        raise KoSentTypeError(f"{path}: truncated or corrupt PyTorch checkpoint (its zip archive is incomplete)")
     try:
         if trust:
             return torch.load(path, map_location="cpu", weights_only=False, mmap=is_zip)
@@ -79,15 +80,6 @@ def load_checkpoint_object(path: Path, trust: bool) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except Exception as error:
         raise _explain_load_failure(path, error, is_zip, trust) from None
-
-
-def _refuse_unreadable(path: Path, is_zip: bool) -> None:
-    with path.open("rb") as stream:
-        head = stream.read(4)
-    if not head:
-        raise KoSentTypeError(f"{path}: empty file, not a PyTorch checkpoint")
-    if head.startswith(b"PK") and not is_zip:
-        raise KoSentTypeError(f"{path}: truncated or corrupt PyTorch checkpoint (its zip archive is incomplete)")
 
 
 def _explain_load_failure(path: Path, error: Exception, is_zip: bool, trust: bool) -> KoSentTypeError:
@@ -109,9 +101,7 @@ def _explain_load_failure(path: Path, error: Exception, is_zip: bool, trust: boo
 
 
 def _unsafe_globals(path: Path, message: str, is_zip: bool) -> list[str]:
-    """Every object the safe load refuses, read from the pickle's opcodes without executing them (zip format), or
-    the one torch's message names ('Unsupported global: GLOBAL x.y' or, for a blocked module, 'unsupported GLOBAL
-    x.y whose module x is blocked'; the legacy format can't be scanned)."""
+    """Every object the safe load refuses, scanned from the pickle's opcodes (zip format), or the one torch names."""
     named = list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+) (?:was|whose)", message)))
     if is_zip:
         allowed = {

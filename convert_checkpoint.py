@@ -2,17 +2,13 @@
 
     kosenttype-convert --checkpoint RUN/best.pt --output-dir OUT [--onnx] [--push-to-hub OWNER/NAME]
 
-The folder loads with `AutoModelForSequenceClassification.from_pretrained(OUT, trust_remote_code=True)` and in
-`pipeline("text-classification", ...)`. The conversion never runs code from the checkpoint unless told to
-(`--trust-checkpoint`), refuses any tensor it can't place or that is not sound (NaN/inf, repeated storage, a
-vocabulary the tokenizer contradicts), and proves in a fresh process that the saved folder predicts what the
-checkpoint predicts before anything appears at OUT. With `--onnx` the folder also gets `onnx/model.onnx` (and
-`onnx/model_quantized.onnx`), checked against torch, for `kosenttype-predict --backend onnxruntime`.
-Reference: docs/converting.md.
+Nothing is written until every tensor is placed and checked and a fresh process has proven that the saved folder
+predicts what the checkpoint predicts. Reference: docs/converting.md.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field
@@ -21,6 +17,7 @@ from typing import Any, Literal
 
 from transformers import HfArgumentParser
 
+from kosenttype import run_side_files as side_files
 from kosenttype.atomic_output import refuse_input_as_output, staged_folder
 from kosenttype.checkpoint_architecture import build_config, named_backbone, resolve_architecture, usable_max_length
 from kosenttype.checkpoint_loading import read_checkpoint
@@ -28,20 +25,11 @@ from kosenttype.errors import KoSentTypeError, one_line, run_command
 from kosenttype.folder_verification import VERIFICATION_SENTENCES, verify_saved_folder
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 from kosenttype.model_card import write_model_card
-from kosenttype.run_side_files import (
-    DEFAULT_SIDE_FILES,
-    RunSettings,
-    load_tokenizer,
-    normalize_metrics,
-    read_side_files,
-    resolve_labels,
-    resolve_run_files,
-    training_procedure_from,
-)
 from kosenttype.weight_checks import check_tensors_are_sound, check_tokenizer_fits
 from kosenttype.weight_mapping import build_model, find_source_layout
 
 PROGRAM = "kosenttype-convert"
+report = functools.partial(print, flush=True)
 
 
 def option(help: str, default: Any = MISSING, **metadata: Any) -> Any:
@@ -74,29 +62,29 @@ class ConversionArguments:
 def convert(args: ConversionArguments) -> Path:
     """The whole conversion: OUT appears complete and verified, or (on any error or signal) not at all. Every input
     is read and checked, and the model built in memory, before anything is written."""
-    files = resolve_run_files(args.checkpoint, {name: getattr(args, name, None) for name in DEFAULT_SIDE_FILES})
+    files = side_files.resolve_run_files(args.checkpoint, vars(args))
     output_dir = Path(args.output_dir)
     refuse_input_as_output(output_dir, files.inputs(), "--output-dir")
     if (output_dir.exists() or output_dir.is_symlink()) and not args.overwrite:
         raise KoSentTypeError(f"{output_dir}: already exists (pass --overwrite to replace it)")
     add_onnx = onnx_step(args)
-    side = read_side_files(files)
+    side = side_files.read_side_files(files)
 
     checkpoint = read_checkpoint(files.checkpoint, args.trust_checkpoint)
     also_held = ", ".join(map(str, checkpoint.extras)) or "nothing else"
     report(f"checkpoint: {files.checkpoint}, weights under {checkpoint.location}; also held: {also_held}")
     check_tensors_are_sound(checkpoint.state_dict, files.checkpoint)
     layout = find_source_layout(checkpoint.state_dict, files.checkpoint)
-    labels, label_origin = resolve_labels(files, side["label_mapping"], checkpoint.extras, layout.num_labels)
+    labels, label_origin = side_files.resolve_labels(files, side["label_mapping"], checkpoint.extras, layout.num_labels)
     report(f"labels: {', '.join(f'{i} {label}' for i, label in enumerate(labels))} (from {label_origin})")
 
-    settings = RunSettings.collect(files, side, checkpoint.extras.get("args"))
+    settings = side_files.RunSettings.collect(files, side, checkpoint.extras.get("args"))
     backbone = args.backbone or named_backbone(settings)
     architecture = resolve_architecture(backbone, layout.encoder, settings)
     report(f"architecture: {architecture.origin}")
     config = build_config(architecture, labels, settings)
     max_length = usable_max_length(config.encoder_config, settings)
-    tokenizer, tokenizer_source = load_tokenizer(files, backbone)
+    tokenizer, tokenizer_source = side_files.load_tokenizer(files, backbone)
     check_tokenizer_fits(len(tokenizer), layout.vocabulary_rows, tokenizer_source)
     model, mapping = build_model(config, layout)
     for line in mapping.summary(args.verbose):
@@ -112,8 +100,8 @@ def convert(args: ConversionArguments) -> Path:
         )
         if add_onnx is not None:  # before the card, which lists the ONNX files
             add_onnx(staging)
-        training_procedure = {**training_procedure_from(side["export_config"]), "max_length": max_length}
-        metrics = normalize_metrics(side["metrics"], labels)
+        training_procedure = {**side_files.training_procedure_from(side["export_config"]), "max_length": max_length}
+        metrics = side_files.normalize_metrics(side["metrics"], labels)
         write_model_card(staging, config, metrics, training_procedure, license=args.license, repo_id=args.push_to_hub)
     report(f"wrote {output_dir}: {', '.join(sorted(p.name for p in output_dir.iterdir()))}")
     return output_dir
@@ -144,10 +132,6 @@ def push_folder(folder: Path, args: ConversionArguments) -> str:
         failure = f"{folder} was written, but pushing it to {args.push_to_hub} failed: {one_line(error, 300)}"
         raise KoSentTypeError(failure) from None
     return str(repo_url)
-
-
-def report(line: str) -> None:
-    print(line, flush=True)
 
 
 def run(argv: list[str] | None) -> int:

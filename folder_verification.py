@@ -1,6 +1,5 @@
 """Proof that a saved model folder predicts what the model in memory predicts, loaded as users will: in a fresh
-process, through `AutoTokenizer` + `AutoModelForSequenceClassification` with `trust_remote_code=True`.
-"""
+process, through `AutoTokenizer` + `AutoModelForSequenceClassification` with `trust_remote_code=True`."""
 
 from __future__ import annotations
 
@@ -47,37 +46,17 @@ print(json.dumps({"logits": logits.tolist(), "model_class": f"{type(model).__mod
 def verify_saved_folder(
     folder: Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, max_length: int, labels: list[str]
 ) -> float:
-    """The largest logit difference on VERIFICATION_SENTENCES between `folder` reloaded in a fresh process and
-    `model`; more than MAX_ABS_LOGIT_DIFF, other labels, or a folder that does not load is a KoSentTypeError."""
-    expected = reference_logits(model, tokenizer, max_length, VERIFICATION_SENTENCES)
-    reloaded = reload_in_fresh_process(folder, VERIFICATION_SENTENCES)
-    if reloaded["id2label"] != {str(index): label for index, label in enumerate(labels)}:
-        raise KoSentTypeError(f"verification failed: reloaded labels {reloaded['id2label']} differ from {labels}")
-    difference = (torch.tensor(reloaded["logits"]) - expected.float()).abs().max().item()
-    if not math.isfinite(difference) or difference > MAX_ABS_LOGIT_DIFF:
-        raise KoSentTypeError(f"verification failed: max abs logit difference {difference:.3g} > {MAX_ABS_LOGIT_DIFF}")
-    return difference
-
-
-def reference_logits(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, max_length: int, sentences: list[str]
-) -> torch.Tensor:
-    """One sentence at a time, so activations stay small beside the weights (the fresh process batches, which
-    also checks that padding changes nothing)."""
-    rows = []
-    with torch.inference_mode():
-        for sentence in sentences:
-            encoded = tokenizer(sentence, truncation=True, max_length=max_length, return_tensors="pt")
-            rows.append(model(**encoded).logits[0])
-    return torch.stack(rows)
-
-
-def reload_in_fresh_process(folder: Path, sentences: list[str]) -> dict:
-    """The folder's logits and labels from a process that shares nothing with this one (offline, another working
-    directory). An interruption kills the process (subprocess.run)."""
+    """The largest logit difference on VERIFICATION_SENTENCES between `model` and `folder` reloaded in a process
+    that shares nothing with this one (offline, another working directory); more than MAX_ABS_LOGIT_DIFF, other
+    labels, or a folder that does not load is a KoSentTypeError."""
+    with torch.inference_mode():  # one sentence at a time, so activations stay small; the fresh process batches
+        expected = [
+            model(**tokenizer(sentence, truncation=True, max_length=max_length, return_tensors="pt")).logits[0]
+            for sentence in VERIFICATION_SENTENCES
+        ]
     completed = subprocess.run(
         [sys.executable, "-c", VERIFY_SCRIPT, str(folder.resolve())],
-        input=json.dumps(sentences),
+        input=json.dumps(VERIFICATION_SENTENCES),
         capture_output=True,
         text=True,
         cwd=tempfile.gettempdir(),
@@ -86,4 +65,10 @@ def reload_in_fresh_process(folder: Path, sentences: list[str]) -> dict:
     if completed.returncode != 0:
         last_line = (completed.stderr.strip().splitlines() or ["no output"])[-1]
         raise KoSentTypeError(f"verification failed: the saved folder does not load in a fresh process ({last_line})")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    reloaded = json.loads(completed.stdout.strip().splitlines()[-1])
+    if reloaded["id2label"] != {str(index): label for index, label in enumerate(labels)}:
+        raise KoSentTypeError(f"verification failed: reloaded labels {reloaded['id2label']} differ from {labels}")
+    difference = (torch.tensor(reloaded["logits"]) - torch.stack(expected).float()).abs().max().item()
+    if not math.isfinite(difference) or difference > MAX_ABS_LOGIT_DIFF:
+        raise KoSentTypeError(f"verification failed: max abs logit difference {difference:.3g} > {MAX_ABS_LOGIT_DIFF}")
+    return difference

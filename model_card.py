@@ -1,8 +1,6 @@
-"""The model card (README.md) of a saved classifier folder, shared by the converter, the trainer and the ONNX export.
-
-The card's text is the Markdown template `templates/model_card.md`, rendered with huggingface_hub's
-`ModelCard.from_template` (as setfit does); this module only turns a config, metrics and the folder's files into
-the template's variables. Every section whose data is absent is left out.
+"""The model card (README.md) of a saved classifier folder, shared by the converter, the trainer and the ONNX export:
+`templates/model_card.md` rendered with huggingface_hub's `ModelCard.from_template` (as setfit does) from a config,
+metrics and the folder's files; every section whose data is absent is left out.
 """
 
 from __future__ import annotations
@@ -15,8 +13,6 @@ from typing import TYPE_CHECKING, Any
 from .atomic_output import write_text_atomically
 
 if TYPE_CHECKING:
-    from huggingface_hub import EvalResult
-
     from .configuration_kosenttype import KoSentTypeConfig
 
 TEMPLATE_PATH = Path(__file__).with_name("templates") / "model_card.md"
@@ -51,32 +47,51 @@ def write_model_card(
     datasets_note: str | None = None,
     repo_id: str | None = None,
 ) -> Path:
-    """Write `folder/README.md`: the Hub reads its YAML (language, licence, pipeline, base model, model-index)
-    to index and badge the model, and users read the rest to know what the labels mean and how good it is.
+    """Write `folder/README.md`: YAML the Hub indexes and badges (language, licence, pipeline, base model,
+    model-index), then what the labels mean and how good the model is.
 
-    `metrics` is the normalized dict (`accuracy`, `macro_f1`, `weighted_f1`, `per_label` {label: {precision,
-    recall, f1, support}}, `eval_dataset`; with attribute heads also `attributes` {axis: {accuracy, macro_f1,
-    weighted_f1, per_label}}, `combined_exact_match` and `dacon_weighted_f1`), `training_procedure` a flat dict of
-    hyper-parameters; any key may be absent and only what is there is written. `repo_id` names the model in the
-    usage snippets (a placeholder otherwise, since the folder may be a temporary one). The ONNX files are found in
-    the folder itself, so writing the card again after an export lists them.
+    `metrics` is `run_side_files.normalize_metrics`'s dict, with attribute heads also `attributes` {axis: scores},
+    `combined_exact_match` and `dacon_weighted_f1`; only what is there is written. `repo_id` names the model in the
+    usage snippets (the folder may be a temporary one). The ONNX files are those the folder holds.
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     metrics = metrics or {}
-    eval_results = _model_index_results(metrics)
+    headline = {key: spec for key, spec in MODEL_INDEX_METRICS.items() if metrics.get(key) is not None}
+    dataset = metrics.get("eval_dataset") or "held-out split"
+    eval_results = [
+        EvalResult(
+            task_type="text-classification",
+            task_name="Sentence-type classification",
+            dataset_type=re.sub(r"[^\w.]+", "-", dataset.lower()).strip("-"),
+            dataset_name=dataset,
+            metric_type=metric_type,
+            metric_name=pretty_name,
+            metric_value=round(float(metrics[key]), 4),
+            metric_args={"average": average} if average else None,
+        )
+        for key, (metric_type, pretty_name, average) in headline.items()
+    ]
+    # Only a Hub id (`owner/name`) is a valid `base_model`; a local training folder is provenance, not a link.
+    backbone = config.backbone_name
+    is_hub_id = backbone and not os.path.isabs(backbone) and not backbone.startswith(".") and backbone.count("/") == 1
     model_name = repo_id.split("/")[-1] if repo_id else "kosenttype"
     card_data = ModelCardData(
         language="ko",
         license=license,
         library_name="transformers",
         pipeline_tag="text-classification",
-        base_model=_hub_model_id(config.backbone_name),
+        base_model=backbone if is_hub_id else None,
         tags=["text-classification", "korean", "sentence-type", "kosenttype", "custom_code"],
         metrics=sorted({result.metric_type for result in eval_results}) or None,
         model_name=model_name if eval_results else None,
         eval_results=eval_results or None,
     )
+    per_label = metrics.get("per_label") or {}
+    ordered = [label for label in config.id2label.values() if label in per_label]
+    ordered += [label for label in per_label if label not in ordered]
+    attributes = metrics.get("attributes") or {}
+    axes = {"type": metrics, **attributes} if attributes else {}  # one row per axis, when there are attribute heads
     card = ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
@@ -86,77 +101,32 @@ def write_model_card(
         max_length=(training_procedure or {}).get("max_length"),
         datasets_note=datasets_note,
         training_procedure=training_procedure or {},
-        onnx_files=_onnx_files(Path(folder)),
-        **_model_variables(config),
-        **_evaluation_variables(config, metrics),
+        onnx_files=[
+            {"path": name, "weights": weights, "size": f"{Path(folder, name).stat().st_size / 2**20:.1f} MB"}
+            for name, weights in ONNX_FILES.items()
+            if Path(folder, name).is_file()
+        ],
+        backbone=f"`{backbone}`" if backbone else "a from-scratch encoder",
+        encoder=config.encoder_config,
+        pooling=config.pooling,
+        classifier_dropout=config.classifier_dropout,
+        labels=[
+            {"id": index, "name": label, "meaning": SENTENCE_TYPE_DEFINITIONS.get(label, MISSING)}
+            for index, label in sorted(config.id2label.items())
+        ],
+        attribute_heads=[
+            {"axis": axis, "labels": list(names)} for axis, names in (getattr(config, "attributes", None) or {}).items()
+        ],
+        eval_dataset=metrics.get("eval_dataset"),
+        headline=[(pretty_name, _score(metrics[key])) for key, (_, pretty_name, _) in headline.items()],
+        per_label=[_per_label_cells(label, per_label[label]) for label in ordered],
+        axes=[_axis_row(name, scores) for name, scores in axes.items()],
+        combined_exact_match=_score(metrics.get("combined_exact_match"), absent=None),
+        dacon_weighted_f1=_score(metrics.get("dacon_weighted_f1"), absent=None),
     )
     # Conditional sections leave runs of blank lines behind; Markdown needs at most one between blocks.
     text = re.sub(r"\n{3,}", "\n\n", str(card).strip()) + "\n"
     return write_text_atomically(Path(folder, "README.md"), text)
-
-
-def _hub_model_id(backbone_name: str | None) -> str | None:
-    """Only a Hub id (`owner/name`) is a valid `base_model`; a local training folder is provenance, not a link."""
-    if not backbone_name or os.path.isabs(backbone_name) or backbone_name.startswith("."):
-        return None
-    return backbone_name if backbone_name.count("/") == 1 else None
-
-
-def _model_index_results(metrics: dict) -> list[EvalResult]:
-    """The headline metrics as model-index entries, so the Hub shows them on the model page."""
-    from huggingface_hub import EvalResult
-
-    dataset = metrics.get("eval_dataset") or "held-out split"
-    dataset_id = re.sub(r"[^\w.]+", "-", dataset.lower()).strip("-")
-    return [
-        EvalResult(
-            task_type="text-classification",
-            task_name="Sentence-type classification",
-            dataset_type=dataset_id,
-            dataset_name=dataset,
-            metric_type=metric_type,
-            metric_name=pretty_name,
-            metric_value=round(float(metrics[key]), 4),
-            metric_args={"average": average} if average else None,
-        )
-        for key, (metric_type, pretty_name, average) in MODEL_INDEX_METRICS.items()
-        if metrics.get(key) is not None
-    ]
-
-
-def _model_variables(config: KoSentTypeConfig) -> dict[str, Any]:
-    """The architecture and the label sets, for the overview and the Labels section."""
-    attributes = getattr(config, "attributes", None) or {}
-    return {
-        "backbone": f"`{config.backbone_name}`" if config.backbone_name else "a from-scratch encoder",
-        "encoder": config.encoder_config,
-        "pooling": config.pooling,
-        "classifier_dropout": config.classifier_dropout,
-        "labels": [
-            {"id": index, "name": label, "meaning": SENTENCE_TYPE_DEFINITIONS.get(label, MISSING)}
-            for index, label in sorted(config.id2label.items())
-        ],
-        "attribute_heads": [{"axis": axis, "labels": list(names)} for axis, names in attributes.items()],
-    }
-
-
-def _evaluation_variables(config: KoSentTypeConfig, metrics: dict) -> dict[str, Any]:
-    """The Evaluation section's tables as formatted cells: headline, per label, and one row per axis."""
-    per_label = metrics.get("per_label") or {}
-    ordered = [label for label in config.id2label.values() if label in per_label]
-    ordered += [label for label in per_label if label not in ordered]
-    return {
-        "eval_dataset": metrics.get("eval_dataset"),
-        "headline": [
-            (pretty_name, _score(metrics.get(key)))
-            for key, (_, pretty_name, _) in MODEL_INDEX_METRICS.items()
-            if metrics.get(key) is not None
-        ],
-        "per_label": [_per_label_cells(label, per_label[label]) for label in ordered],
-        "axes": _axis_rows(metrics),
-        "combined_exact_match": _score(metrics.get("combined_exact_match"), absent=None),
-        "dacon_weighted_f1": _score(metrics.get("dacon_weighted_f1"), absent=None),
-    }
 
 
 def _per_label_cells(label: str, scores: dict) -> list[str]:
@@ -165,35 +135,16 @@ def _per_label_cells(label: str, scores: dict) -> list[str]:
     return [label, *precision_recall_f1, MISSING if support is None else str(int(support))]
 
 
-def _axis_rows(metrics: dict) -> list[dict[str, str]]:
-    """One row for the sentence type and one per attribute axis, when the model has attribute heads."""
-    attributes = metrics.get("attributes") or {}
-    if not attributes:
-        return []
-    axes = {"type": metrics, **attributes}
-    return [
-        {
-            "name": name,
-            "accuracy": _score(scores.get("accuracy")),
-            "macro_f1": _score(scores.get("macro_f1")),
-            "per_label_f1": _per_label_f1(scores.get("per_label") or {}),
-        }
-        for name, scores in axes.items()
-    ]
-
-
-def _per_label_f1(per_label: dict) -> str:
-    """`긍정 0.91, 부정 0.70`: one axis's labels in a table cell."""
-    return ", ".join(f"{label} {_score(scores.get('f1'), digits=2)}" for label, scores in per_label.items()) or MISSING
-
-
-def _onnx_files(folder: Path) -> list[dict[str, str]]:
-    """The ONNX files the folder holds, with what they are and how big."""
-    return [
-        {"path": name, "weights": weights, "size": f"{(folder / name).stat().st_size / 2**20:.1f} MB"}
-        for name, weights in ONNX_FILES.items()
-        if (folder / name).is_file()
-    ]
+def _axis_row(name: str, scores: dict) -> dict[str, str]:
+    """The sentence type's or one attribute axis's row; its per-label F1 as `긍정 0.91, 부정 0.70`."""
+    per_label = scores.get("per_label") or {}
+    return {
+        "name": name,
+        "accuracy": _score(scores.get("accuracy")),
+        "macro_f1": _score(scores.get("macro_f1")),
+        "per_label_f1": ", ".join(f"{label} {_score(s.get('f1'), digits=2)}" for label, s in per_label.items())
+        or MISSING,
+    }
 
 
 def _score(value: Any, *, digits: int = 4, absent: str | None = MISSING) -> str | None:

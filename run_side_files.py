@@ -28,6 +28,14 @@ DEFAULT_SIDE_FILES = {
 }
 LABEL_KEYS = ("id2label", "label2id", "labels", "label_names", "classes", "label_mapping")
 TRAINING_SECTION_KEYS = ("training", "training_args", "hyperparameters", "hparams", "train")
+METRIC_ALIASES = {
+    "accuracy": ("accuracy", "acc"),
+    "macro_f1": ("macro_f1", "f1_macro", "macro_avg_f1"),
+    "weighted_f1": ("weighted_f1", "f1_weighted", "weighted_avg_f1"),
+}
+AVERAGES = ("macro", "weighted")
+METRIC_PREFIX = re.compile(r"^(eval|val|valid|validation|test|best|holdout)_")
+PER_LABEL_SCORES = ("precision", "recall", "f1", "support")
 
 
 @dataclass
@@ -60,18 +68,16 @@ def resolve_run_files(checkpoint: str | os.PathLike, given: Mapping[str, str | N
     return RunFiles(checkpoint=checkpoint, **resolved)
 
 
-def read_json(path: Path | None) -> Any:
-    if path is None:
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise KoSentTypeError(f"{path}: not readable JSON ({one_line(error)})") from None
-
-
 def read_side_files(files: RunFiles) -> dict[str, Any]:
     """The JSON side files by name, as read (None where absent)."""
-    return {name: read_json(getattr(files, name)) for name in DEFAULT_SIDE_FILES if name != "tokenizer"}
+    side = {}
+    for name in list(DEFAULT_SIDE_FILES)[1:]:
+        path = getattr(files, name)
+        try:
+            side[name] = None if path is None else json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise KoSentTypeError(f"{path}: not readable JSON ({one_line(error)})") from None
+    return side
 
 
 @dataclass
@@ -91,8 +97,7 @@ class RunSettings:
         return cls([(source, values) for source, values in candidates if isinstance(values, Mapping)])
 
     def first(self, keys: tuple[str, ...], kind: type | tuple[type, ...]) -> tuple[Any, str]:
-        """The first value of the right type under any of `keys` and where it was found (`FILE ['key']`), or
-        (None, "")."""
+        """The first value of the right type under any of `keys` and where it was found (`FILE ['key']`)."""
         for source, values in self.sources:
             for key in keys:
                 value = values.get(key)
@@ -113,9 +118,12 @@ def load_tokenizer(files: RunFiles, backbone: str | None) -> tuple[PreTrainedTok
         raise KoSentTypeError(f"{source}: tokenizer could not be loaded{hint}: {one_line(error, 200)}") from None
 
 
+def _is_int_like(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdigit())
+
+
 def labels_from(value: Any, source: str) -> list[str] | None:
-    """Label names in id order from any of the usual shapes: {label2id, id2label}, a flat name→id or id→name
-    dict, or a list."""
+    """Label names in id order from {label2id, id2label}, a flat name→id or id→name dict, or a list."""
     if value is None:
         return None
     if isinstance(value, Mapping) and ("label2id" in value or "id2label" in value):
@@ -126,19 +134,13 @@ def labels_from(value: Any, source: str) -> list[str] | None:
             raise KoSentTypeError(f"{source}: id2label {orders[0]} and label2id {orders[1]} disagree")
         return orders[0]
     if isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value):
-        return _checked_order(dict(enumerate(value)), source)
-    if isinstance(value, Mapping) and value and all(_is_int_like(index) for index in value.values()):
-        return _checked_order({int(index): str(name) for name, index in value.items()}, source)
-    if isinstance(value, Mapping) and value and all(_is_int_like(index) for index in value):
-        return _checked_order({int(index): str(name) for index, name in value.items()}, source)
-    raise KoSentTypeError(f"{source}: unrecognised label mapping (expected label2id/id2label, a dict or a list)")
-
-
-def _is_int_like(value: Any) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdigit())
-
-
-def _checked_order(by_index: dict[int, str], source: str) -> list[str]:
+        by_index = dict(enumerate(value))
+    elif isinstance(value, Mapping) and value and all(_is_int_like(index) for index in value.values()):
+        by_index = {int(index): str(name) for name, index in value.items()}
+    elif isinstance(value, Mapping) and value and all(_is_int_like(index) for index in value):
+        by_index = {int(index): str(name) for index, name in value.items()}
+    else:
+        raise KoSentTypeError(f"{source}: unrecognised label mapping (expected label2id/id2label, a dict or a list)")
     if sorted(by_index) != list(range(len(by_index))) or len(set(by_index.values())) != len(by_index):
         raise KoSentTypeError(f"{source}: label ids must be 0..{len(by_index) - 1} with unique names, got {by_index}")
     return [by_index[index] for index in range(len(by_index))]
@@ -167,22 +169,22 @@ def resolve_labels(
     return labels, origin or "the seed's fixed order: no label mapping found"
 
 
+def _f1(entry: Any) -> Any:
+    return entry.get("f1-score", entry.get("f1")) if isinstance(entry, Mapping) else None
+
+
 def normalize_metrics(raw: Any, labels: list[str]) -> dict:
-    """Accept the usual shapes (flat scores, possibly prefixed eval_/val_/best_, and sklearn's
-    classification_report dict, top-level or nested) and return the model card's metrics dict."""
+    """The model card's metrics from the usual shapes: flat scores, possibly prefixed eval_/val_/best_, and
+    sklearn's classification_report dict, top-level or nested."""
     if not isinstance(raw, Mapping):
         return {}
-    flat = {_metric_key(key): value for key, value in raw.items()}
+    flat = {METRIC_PREFIX.sub("", re.sub(r"[\s\-]+", "_", str(key).lower())): value for key, value in raw.items()}
     nested = [value for key, value in flat.items() if key in ("report", "classification_report")]
     report = next((value for value in nested if isinstance(value, Mapping)), raw)
+    averages = {"accuracy": report.get("accuracy"), **{f"{a}_f1": _f1(report.get(f"{a} avg")) for a in AVERAGES}}
     metrics: dict[str, Any] = {}
-    averages = {"accuracy": report.get("accuracy"), **_report_averages(report)}
-    for name, aliases in {
-        "accuracy": ("accuracy", "acc"),
-        "macro_f1": ("macro_f1", "f1_macro", "macro_avg_f1"),
-        "weighted_f1": ("weighted_f1", "f1_weighted", "weighted_avg_f1"),
-    }.items():
-        value = next((flat[a] for a in aliases if isinstance(flat.get(a), (int, float))), averages.get(name))
+    for name, aliases in METRIC_ALIASES.items():
+        value = next((flat[a] for a in aliases if isinstance(flat.get(a), (int, float))), averages[name])
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics[name] = float(value)
     per_label = _per_label_scores(report, labels) or _per_label_scores(flat.get("per_label") or {}, labels)
@@ -194,30 +196,13 @@ def normalize_metrics(raw: Any, labels: list[str]) -> dict:
     return metrics
 
 
-def _metric_key(key: Any) -> str:
-    key = re.sub(r"[\s\-]+", "_", str(key).lower())
-    return re.sub(r"^(eval|val|valid|validation|test|best|holdout)_", "", key)
-
-
-def _report_averages(report: Mapping) -> dict[str, Any]:
-    def f1(entry: Any) -> Any:
-        return entry.get("f1-score", entry.get("f1")) if isinstance(entry, Mapping) else None
-
-    return {"macro_f1": f1(report.get("macro avg")), "weighted_f1": f1(report.get("weighted avg"))}
-
-
 def _per_label_scores(report: Mapping, labels: list[str]) -> dict[str, dict]:
     per_label = {}
     for index, label in enumerate(labels):
         entry = report.get(label, report.get(str(index)))
         if isinstance(entry, Mapping):
-            scores = {
-                "precision": entry.get("precision"),
-                "recall": entry.get("recall"),
-                "f1": entry.get("f1-score", entry.get("f1")),
-                "support": entry.get("support"),
-            }
-            per_label[label] = {key: value for key, value in scores.items() if value is not None}
+            scores = {**entry, "f1": _f1(entry)}
+            per_label[label] = {key: scores[key] for key in PER_LABEL_SCORES if scores.get(key) is not None}
     return per_label
 
 
@@ -227,10 +212,10 @@ def training_procedure_from(export_config: Any) -> dict[str, Any]:
         return {}
     sections = [export_config] + [export_config[key] for key in TRAINING_SECTION_KEYS if key in export_config]
     settings = [item for section in sections if isinstance(section, Mapping) for item in section.items()]
-    return {key: value for key, value in settings if _is_publishable_setting(key, value)}
-
-
-def _is_publishable_setting(key: str, value: Any) -> bool:
-    if key in LABEL_KEYS or not isinstance(value, (str, int, float, bool)):
-        return False
-    return not (isinstance(value, str) and (os.path.isabs(value) or value.startswith(("~", "./", "../"))))
+    return {
+        key: value
+        for key, value in settings
+        if key not in LABEL_KEYS
+        and isinstance(value, (str, int, float, bool))
+        and not (isinstance(value, str) and (os.path.isabs(value) or value.startswith(("~", "./", "../"))))
+    }

@@ -1,6 +1,5 @@
-"""Checks that a checkpoint's tensors are sound before they become a model: finite values, no storage repeated by
-a stride-0 view, and an embedding the tokenizer agrees with. Each failure names the file, the tensor and what to do.
-"""
+"""Checks that a checkpoint's tensors are sound before they become a model: finite, no storage repeated by a
+stride-0 view, an embedding the tokenizer agrees with. Each failure names the file, the tensor and what to do."""
 
 from __future__ import annotations
 
@@ -19,12 +18,8 @@ UNUSED_EMBEDDING_FRACTION = 0.1
 
 
 def check_tensors_are_sound(state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Refuse what would convert into a broken or bloated model, before any memory is spent on it.
-
-    A tensor saved as a view that repeats its storage (stride 0, `expand`) is small in the checkpoint but written
-    out in full by safetensors (224 KB became 960 MB); a NaN or inf anywhere passes the verification sentences
-    when they never reach it (one embedding row) and then poisons every prediction that does.
-    """
+    """Refuse a view that repeats its storage (stride 0, `expand`: small in the checkpoint, written out in full by
+    safetensors, 224 KB became 960 MB) and any NaN/inf (the verification sentences may never reach it)."""
     for key, tensor in state_dict.items():
         logical_bytes = tensor.numel() * tensor.element_size()
         repeated = any(stride == 0 and size > 1 for size, stride in zip(tensor.shape, tensor.stride(), strict=True))
@@ -35,7 +30,9 @@ def check_tensors_are_sound(state_dict: Mapping[str, torch.Tensor], path: Path) 
                 "save the real tensor (e.g. .contiguous()) in the checkpoint"
             )
     for key, tensor in state_dict.items():
-        if tensor.is_floating_point() and not _all_finite(tensor):
+        # In slices of a million values, so the check's temporary stays small beside the mapped weights.
+        pieces = tensor.reshape(-1).split(FINITE_CHECK_SLICE) if tensor.is_floating_point() else []
+        if not all(bool(torch.isfinite(piece).all()) for piece in pieces):
             bad = ~torch.isfinite(tensor)
             first = [int(index) for index in bad.nonzero()[0]]
             raise KoSentTypeError(
@@ -44,15 +41,9 @@ def check_tensors_are_sound(state_dict: Mapping[str, torch.Tensor], path: Path) 
             )
 
 
-def _all_finite(tensor: torch.Tensor) -> bool:
-    """In slices of a million values, so the check's temporary stays small beside the mapped weights."""
-    return all(bool(torch.isfinite(piece).all()) for piece in tensor.reshape(-1).split(FINITE_CHECK_SLICE))
-
-
 def check_tokenizer_fits(tokens: int, embedding_rows: int, source: str) -> None:
-    """Every one of the tokenizer's `tokens` must have an embedding row, and (nearly) every row a token: an
-    embedding far larger than the vocabulary (5,000,000 rows for 519 tokens) means the wrong tokenizer or a
-    damaged checkpoint."""
+    """Every token needs an embedding row, and (nearly) every row a token: far more rows than tokens means the wrong
+    tokenizer or a damaged checkpoint."""
     if tokens > embedding_rows:
         raise KoSentTypeError(f"{source}: tokenizer has {tokens} tokens, the encoder embeds only {embedding_rows}")
     if embedding_rows - tokens > max(UNUSED_EMBEDDING_ROWS, UNUSED_EMBEDDING_FRACTION * tokens):

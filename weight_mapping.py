@@ -24,7 +24,7 @@ UNUSED_ENCODER_TENSORS = re.compile(r"^pooler\.|^embeddings\.(position_ids|token
 
 @dataclass
 class SourceLayout:
-    """How the training module named its tensors: where the encoder sits and which tensors are the head."""
+    """Where the training module put the encoder and which tensors are the head."""
 
     encoder_prefix: str
     encoder: dict[str, torch.Tensor]
@@ -43,7 +43,7 @@ class SourceLayout:
 
 @dataclass
 class MappedWeights:
-    """The target model's state dict, which source key became which target key, and what was left out on purpose."""
+    """The target state dict, which source key became which target key, and what was left out on purpose."""
 
     layout: SourceLayout
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -52,7 +52,6 @@ class MappedWeights:
     casts: list[str] = field(default_factory=list)
 
     def summary(self, verbose: bool = False) -> list[str]:
-        """The report's lines: counts by prefix, every pair with `verbose`, what was dropped and cast."""
         layout = self.layout
         encoder_count = sum(1 for _, target in self.pairs if target.startswith(TARGET_ENCODER))
         lines = [
@@ -82,21 +81,14 @@ def find_source_layout(state_dict: dict[str, torch.Tensor], checkpoint: Path) ->
         if key.endswith(".weight")
         and tensor.ndim == 2
         and tensor.shape[1] == hidden
-        and _is_bias_of(outside.get(key.removesuffix("weight") + "bias"), tensor)
+        and getattr(outside.get(key.removesuffix("weight") + "bias"), "shape", None) == tensor.shape[:1]
     ]
     if len(heads) != 1 or len(outside) != 2:
         raise KoSentTypeError(
             f"{checkpoint}: expected exactly one linear head [num_labels, {hidden}] + bias beside the encoder "
             f"'{encoder_prefix}*', found: {describe_tensors(outside) or 'nothing'}"
         )
-    head_prefix = heads[0]
-    return SourceLayout(
-        encoder_prefix=encoder_prefix,
-        encoder=encoder,
-        head_prefix=head_prefix,
-        head_weight=outside[head_prefix + "weight"],
-        head_bias=outside[head_prefix + "bias"],
-    )
+    return SourceLayout(encoder_prefix, encoder, heads[0], outside[heads[0] + "weight"], outside[heads[0] + "bias"])
 
 
 def _in_encoder(key: str, encoder_prefix: str) -> bool:
@@ -105,10 +97,6 @@ def _in_encoder(key: str, encoder_prefix: str) -> bool:
     if encoder_prefix:
         return key.startswith(encoder_prefix)
     return key.split(".", 1)[0] in ("embeddings", "encoder", "pooler")
-
-
-def _is_bias_of(bias: torch.Tensor | None, weight: torch.Tensor) -> bool:
-    return bias is not None and bias.ndim == 1 and bias.shape[0] == weight.shape[0]
 
 
 def describe_tensors(tensors: Mapping[str, torch.Tensor], limit: int = 12) -> str:
@@ -120,9 +108,8 @@ def describe_tensors(tensors: Mapping[str, torch.Tensor], limit: int = 12) -> st
 def build_model(
     config: KoSentTypeConfig, layout: SourceLayout
 ) -> tuple[KoSentTypeForSequenceClassification, MappedWeights]:
-    """The classifier holding the checkpoint's tensors, in eval mode, and how they were mapped. Its parameters start
-    on the meta device (no memory, no random init) so the memory-mapped tensors are assigned in place, not copied;
-    float types other than float32 are cast, so that transformers 4.57 and 5.x load the folder alike."""
+    """The classifier holding the checkpoint's tensors, assigned into a meta-device model without copies (non-float32
+    floats cast, so that transformers 4.57 and 5.x load the folder alike), in eval mode; and how they were mapped."""
     from accelerate import init_empty_weights
 
     with init_empty_weights(include_buffers=False):
@@ -150,23 +137,17 @@ def map_weights(layout: SourceLayout, model: torch.nn.Module) -> MappedWeights:
     for suffix, tensor in (("weight", layout.head_weight), ("bias", layout.head_bias)):
         weights.state_dict[f"classifier.{suffix}"] = tensor
         weights.pairs.append((layout.head_prefix + suffix, f"classifier.{suffix}"))
-    _check_complete(weights.state_dict, target, unexpected)
-    return weights
-
-
-def _check_complete(mapped: dict, target: dict, unexpected: dict) -> None:
-    missing = {key: tensor for key, tensor in target.items() if key not in mapped}
+    missing = {key: tensor for key, tensor in target.items() if key not in weights.state_dict}
     mismatched = [
         f"{key} checkpoint {list(tensor.shape)} vs model {list(target[key].shape)}"
-        for key, tensor in mapped.items()
+        for key, tensor in weights.state_dict.items()
         if tuple(tensor.shape) != tuple(target[key].shape)
     ]
-    problems = []
-    if missing:
-        problems.append(f"missing from the checkpoint: {describe_tensors(missing)}")
-    if unexpected:
-        problems.append(f"unexpected in the checkpoint: {describe_tensors(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatch: {', '.join(mismatched[:12])}")
-    if problems:
-        raise KoSentTypeError("the checkpoint does not fit the architecture; " + "; ".join(problems))
+    problems = [
+        f"missing from the checkpoint: {describe_tensors(missing)}" if missing else "",
+        f"unexpected in the checkpoint: {describe_tensors(unexpected)}" if unexpected else "",
+        f"shape mismatch: {', '.join(mismatched[:12])}" if mismatched else "",
+    ]
+    if any(problems):
+        raise KoSentTypeError("the checkpoint does not fit the architecture; " + "; ".join(filter(None, problems)))
+    return weights
