@@ -1,21 +1,9 @@
 """The offline quickstart: from the shipped sample sentences to a trained, Hub-ready model and its predictions.
 
-Everything the real workflow does happens here on a toy scale, with no download: a WordPiece tokenizer and a tiny
-RoBERTa are built from the sample set, trained with `train_hf.py`'s recipe machinery, evaluated on a held-out part,
-saved with `save_pretrained`, and used through `pipeline` and `predict.py`.
-
-Its --output-dir (default `outputs/quickstart`) holds:
-
-    data/            the train/validation/test split of the sample set (JSON Lines)
-    tokenizer/       the WordPiece tokenizer built from the training part; encoder_config.json, the toy RoBERTa
-    checkpoints/     the Trainer's run folder (`kosenttype-train --output_dir`): checkpoint-*/ with optimizer,
-                     scheduler and RNG state, trainer_state.json, metrics — what resuming needs, nothing to publish
-    model/           the Hub package only: config, weights, code files, tokenizer, model card, evaluation results
-    demo_sentences.txt, demo_predictions.jsonl
-
-The folder is built beside its destination and renamed into place when complete, so a failure or a signal leaves the
-previous run's folder (or none) and nothing half-made; a rerun replaces it, which is why the folder may hold nothing
-but these entries.
+A WordPiece tokenizer and a tiny RoBERTa are built from the sample set, trained by `kosenttype-train`, and used
+through `pipeline` and `kosenttype-predict`, with no download. The --output-dir holds data/ (the split), tokenizer/
+and encoder_config.json, checkpoints/ (the Trainer's run folder), model/ (the Hub package only) and the demo files;
+it is built beside its destination and renamed into place when complete, so a failure leaves the previous one.
 """
 
 from __future__ import annotations
@@ -24,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from sklearn.model_selection import train_test_split
@@ -51,17 +39,8 @@ MAX_LENGTH = 128
 OUTPUT_ENTRIES = frozenset(
     {"data", "tokenizer", "encoder_config.json", "checkpoints", "model", "demo_sentences.txt", "demo_predictions.jsonl"}
 )
-
-
-@dataclass(frozen=True)
-class QuickstartSettings:
-    """How big the demo is: the default finishes in under 3 minutes on 2 CPU cores; `--quick` is for tests."""
-
-    epochs: int
-    hidden_size: int
-    vocab_size: int
-
-
+# How big the demo is: the full one finishes in under 3 minutes on 2 CPU cores; `--quick` is for tests.
+QuickstartSettings = namedtuple("QuickstartSettings", "epochs hidden_size vocab_size")
 FULL = QuickstartSettings(epochs=30, hidden_size=64, vocab_size=2000)
 QUICK = QuickstartSettings(epochs=3, hidden_size=32, vocab_size=500)
 
@@ -79,54 +58,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def split_sample_data(seed: int) -> dict[str, list[dict]]:
-    """Stratified 70/15/15 split: training, validation (picks the best epoch) and a test part it never sees."""
+def write_splits(output_dir: Path, seed: int) -> dict[str, list[dict]]:
+    """Stratified 70/15/15 split, as JSON Lines: training, validation (picks the best epoch) and an unseen test."""
     records = [json.loads(line) for line in SAMPLE_DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
-    labels = [record["label"] for record in records]
-    train, rest = train_test_split(records, test_size=0.3, stratify=labels, random_state=seed)
-    validation, test = train_test_split(
-        rest, test_size=0.5, stratify=[record["label"] for record in rest], random_state=seed
-    )
-    return {"train": train, "validation": validation, "test": test}
+    train, rest = train_test_split(records, test_size=0.3, stratify=[r["label"] for r in records], random_state=seed)
+    validation, test = train_test_split(rest, test_size=0.5, stratify=[r["label"] for r in rest], random_state=seed)
+    parts = {"train": train, "validation": validation, "test": test}
+    for name, part in parts.items():
+        lines = (json.dumps(record, ensure_ascii=False) + "\n" for record in part)
+        write_text_atomically(output_dir / "data" / f"{name}.jsonl", lines)
+    return parts
 
 
-def write_splits(parts: dict[str, list[dict]], output_dir: Path) -> dict[str, Path]:
-    """Each part as JSON Lines, the format `train_hf.py` reads."""
-    paths = {}
-    for name, records in parts.items():
-        paths[name] = output_dir / "data" / f"{name}.jsonl"
-        write_text_atomically(paths[name], (json.dumps(record, ensure_ascii=False) + "\n" for record in records))
-    return paths
+def stop_if_failed(command: str, status: int) -> None:
+    """A command run inside this one has printed its own error line; stop here too, so the staged folder is removed
+    (a plain return would move the half-made folder into place). A signal it caught is passed on as that signal."""
+    if status > 128:
+        raise Interrupted(status - 128)
+    if status != EXIT_OK:
+        raise KoSentTypeError(f"{command} failed with exit status {status} (its error is above)")
 
 
-def build_tokenizer_and_encoder(
-    sentences: list[str], output_dir: Path, settings: QuickstartSettings
-) -> tuple[Path, Path]:
-    """The from-scratch stand-ins for the real backbone: its tokenizer layout and a RoBERTa of toy size."""
+def build(workspace: Path, settings: QuickstartSettings, seed: int) -> None:
+    """Split the data, build the tokenizer and toy encoder, train into `checkpoints/`, and move the Hub package that
+    training writes there (`checkpoints/model/`) up to `model/`, out of the run folder, as the folder to publish."""
+    parts = write_splits(workspace, seed)
+    sentences = [record["sentence"] for record in parts["train"]]
     tokenizer = train_wordpiece_tokenizer(sentences, vocab_size=settings.vocab_size)
-    tokenizer_dir = output_dir / "tokenizer"
-    save_tokenizer_for_hub(tokenizer, tokenizer_dir, max_length=MAX_LENGTH)
-    encoder_file = output_dir / "encoder_config.json"
+    save_tokenizer_for_hub(tokenizer, workspace / "tokenizer", max_length=MAX_LENGTH)
     encoder = tiny_encoder_config(len(tokenizer), hidden_size=settings.hidden_size, max_length=MAX_LENGTH)
-    write_text_atomically(encoder_file, json.dumps(encoder, indent=2) + "\n")
-    return tokenizer_dir, encoder_file
-
-
-def training_arguments(
-    paths: dict[str, Path],
-    tokenizer_dir: Path,
-    encoder_file: Path,
-    run_dir: Path,
-    settings: QuickstartSettings,
-    seed: int,
-) -> list[str]:
-    """`train_hf.py`'s own command line, with a learning rate and batch size fit for a model trained from scratch."""
-    return [
-        "--encoder_config", str(encoder_file),
-        "--tokenizer_name", str(tokenizer_dir),
-        "--train_file", str(paths["train"]),
-        "--validation_file", str(paths["validation"]),
-        "--test_file", str(paths["test"]),
+    write_text_atomically(workspace / "encoder_config.json", json.dumps(encoder, indent=2) + "\n")
+    data, run_dir = workspace / "data", workspace / "checkpoints"
+    # A learning rate and batch size fit for a model trained from scratch.
+    arguments = [
+        "--encoder_config", str(workspace / "encoder_config.json"),
+        "--tokenizer_name", str(workspace / "tokenizer"),
+        "--train_file", str(data / "train.jsonl"),
+        "--validation_file", str(data / "validation.jsonl"),
+        "--test_file", str(data / "test.jsonl"),
         "--max_seq_length", str(MAX_LENGTH),
         "--output_dir", str(run_dir),
         "--num_train_epochs", str(settings.epochs),
@@ -139,22 +108,13 @@ def training_arguments(
         "--seed", str(seed),
         "--no_weighted_sampler",
     ]  # fmt: skip
-
-
-def stop_if_failed(command: str, status: int) -> None:
-    """A command run inside this one has printed its own error line; stop here too, so the staged folder is removed
-    (a plain return would move the half-made folder into place). A signal it caught is passed on as that signal."""
-    if status > 128:
-        raise Interrupted(status - 128)
-    if status != EXIT_OK:
-        raise KoSentTypeError(f"{command} failed with exit status {status} (its error is above)")
+    stop_if_failed("kosenttype-train", train_hf.main(arguments))
+    os.replace(run_dir / train_hf.PACKAGE_FOLDER, workspace / "model")
 
 
 def classify_demo_sentences(workspace: Path, shown: Path) -> None:
-    """Show both ways of using the result: the stock `pipeline` and the fast batch predictor.
-
-    They run on the folder being built (`workspace`); the commands are shown with the paths it will have (`shown`).
-    """
+    """Both ways of using the result: the stock `pipeline` and the batch predictor, run on the folder being built
+    (`workspace`) and shown with the paths it will have (`shown`)."""
     model_dir = workspace / "model"
     classifier = pipeline("text-classification", model=str(model_dir), trust_remote_code=True)
     print('\npipeline("text-classification", model=..., trust_remote_code=True):')
@@ -176,34 +136,17 @@ def classify_demo_sentences(workspace: Path, shown: Path) -> None:
         print(f"  {line}")
 
 
-def check_output_dir(output_dir: Path) -> None:
-    """A rerun replaces the whole folder, so it may hold nothing but an earlier quickstart's outputs; and never the
-    sample data it reads."""
-    refuse_input_as_output(output_dir, [SAMPLE_DATA], "--output-dir")
-    if output_dir.is_dir():
-        foreign = sorted(path.name for path in output_dir.iterdir() if path.name not in OUTPUT_ENTRIES)
+def run(args: argparse.Namespace) -> int:
+    # A rerun replaces the whole folder, so it may hold nothing but an earlier quickstart's outputs (never the sample
+    # data it reads).
+    refuse_input_as_output(args.output_dir, [SAMPLE_DATA], "--output-dir")
+    if args.output_dir.is_dir():
+        foreign = sorted(path.name for path in args.output_dir.iterdir() if path.name not in OUTPUT_ENTRIES)
         if foreign:
             raise KoSentTypeError(
-                f"--output-dir {output_dir} holds files the quickstart did not write ({', '.join(foreign[:5])}); "
+                f"--output-dir {args.output_dir} holds files the quickstart did not write ({', '.join(foreign[:5])}); "
                 "choose a new or empty folder"
             )
-
-
-def build(workspace: Path, settings: QuickstartSettings, seed: int) -> None:
-    """Split the data, build the tokenizer and encoder, train into `checkpoints/`, and move the Hub package that
-    training writes there (`checkpoints/model/`) up to `model/`, out of the run folder, as the folder to publish."""
-    parts = split_sample_data(seed)
-    paths = write_splits(parts, workspace)
-    train_sentences = [record["sentence"] for record in parts["train"]]
-    tokenizer_dir, encoder_file = build_tokenizer_and_encoder(train_sentences, workspace, settings)
-    run_dir = workspace / "checkpoints"
-    arguments = training_arguments(paths, tokenizer_dir, encoder_file, run_dir, settings, seed)
-    stop_if_failed("kosenttype-train", train_hf.main(arguments))
-    os.replace(run_dir / train_hf.PACKAGE_FOLDER, workspace / "model")
-
-
-def run(args: argparse.Namespace) -> int:
-    check_output_dir(args.output_dir)
     # A link is followed, so the folder it names is replaced rather than the link itself.
     target = args.output_dir.resolve() if args.output_dir.is_symlink() else args.output_dir
     with staged_folder(target, replace=True) as workspace:
