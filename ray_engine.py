@@ -86,9 +86,6 @@ def block_predictions(block: pa.Table) -> Iterator[tuple[tuple[int, int], Predic
         yield (file_index, position), pickle.loads(record)
 
 
-# --- reading and classifying ----------------------------------------------------------------------------------
-
-
 def read_blocks(file_index: int, input_file: InputFile, reading: dict[str, Any], chunk_size: int) -> Iterator[pa.Table]:
     """One file's records as tables of `chunk_size` rows, never the whole file as Python objects."""
     records = read_input_file(input_file, **reading)
@@ -130,9 +127,6 @@ class BlockClassifier:
 
     def __call__(self, block: pa.Table) -> pa.Table:
         return predictions_block(block, self.classifier.classify_chunk(block_records(block), self.settings))
-
-
-# --- outputs ---------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -251,9 +245,6 @@ def write_in_order(
     return counts
 
 
-# --- connecting to Ray -----------------------------------------------------------------------------------------
-
-
 def check_reachable(address: str) -> None:
     """Refuse in seconds an address nothing answers on: Ray's own connect retries for minutes, deaf to signals."""
     if address == "auto":
@@ -320,9 +311,6 @@ def ray_session(address: str | None, local_cpus: int) -> Iterator[bool]:
         yield not address
     finally:
         ray.shutdown()
-
-
-# --- the job ---------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -65,19 +65,18 @@ class ServingLimits:
     max_body_bytes: int = 2_000_000
 
 
-class ApiError(Exception):
+class ApiError(HTTPException):
     """A request the server answers with an error: its HTTP status, TEI's `error_type`, and a one-line message."""
 
     def __init__(self, status: int, message: str, error_type: str = "validation", retry_after: int | None = None):
-        super().__init__(message)
-        self.status, self.message, self.error_type, self.retry_after = status, message, error_type, retry_after
-
-    def response(self) -> JSONResponse:
-        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
-        return JSONResponse({"error": self.message, "error_type": self.error_type}, self.status, headers=headers)
+        super().__init__(status, message, {"Retry-After": str(retry_after)} if retry_after is not None else None)
+        self.error_type = error_type
 
 
-# --- metrics, in Prometheus' text exposition format ------------------------------------------------------------
+def error_response(request: Any, error: HTTPException) -> JSONResponse:
+    """TEI's error body, {"error", "error_type"}, for any HTTP error (FastAPI's own, such as 404, too)."""
+    body = {"error": str(error.detail), "error_type": getattr(error, "error_type", "validation")}
+    return JSONResponse(body, error.status_code, headers=error.headers)
 
 
 class Histogram:
@@ -172,18 +171,20 @@ class ServerMetrics:
         return "\n".join(lines) + "\n"
 
 
-class RequestMetrics:
-    """ASGI middleware: counts each request when it arrives and when its response is complete, by route template
-    (unknown paths count as "other", so that random URLs can't grow the metrics) and status, with its duration."""
+class ServerMiddleware:
+    """ASGI middleware: 413 for a body over `max_body_bytes`, from its Content-Length before reading a byte, or while
+    reading a body sent without one (chunked); and every request counted when it arrives and when its response is
+    complete, by route template (unknown paths count as "other", so that random URLs can't grow the metrics) and
+    status, with its duration."""
 
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics, max_body_bytes: int) -> None:
+        self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        status = 500
+        status, received = 500, 0
         self.metrics.request_received()
 
         async def send_and_record(message: Message) -> None:
@@ -192,43 +193,26 @@ class RequestMetrics:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            route = getattr(scope.get("route"), "path", "other")
-            self.metrics.request_answered(route, status, time.perf_counter() - started)
-
-
-class BodySizeLimit:
-    """ASGI middleware: 413 for a body over `max_body_bytes`, from its Content-Length before reading a byte, or
-    while reading a body sent without one (chunked)."""
-
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app, self.max_body_bytes = app, max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            return await self.too_large(int(declared)).response()(scope, receive, send)
-        received = 0
-
         async def receive_within_limit() -> Message:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_body_bytes:  # FastAPI re-raises HTTPException from reading the body
-                raise HTTPException(413, self.too_large(received).message)
+            if received > self.max_body_bytes:  # FastAPI re-raises an HTTPException from reading the body
+                raise self.too_large(received)
             return message
 
-        await self.app(scope, receive_within_limit, send)
+        declared = Headers(scope=scope).get("content-length", "")
+        try:
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                await error_response(None, self.too_large(int(declared)))(scope, receive, send_and_record)
+            else:
+                await self.app(scope, receive_within_limit, send_and_record)
+        finally:
+            route = getattr(scope.get("route"), "path", "other")
+            self.metrics.request_answered(route, status, time.perf_counter() - started)
 
     def too_large(self, size: int) -> ApiError:
         return ApiError(413, f"the request body is larger than the limit of {self.max_body_bytes} bytes (got {size})")
-
-
-# --- the model behind the routes -------------------------------------------------------------------------------
 
 
 class InferenceService:
@@ -399,9 +383,6 @@ def text_classification_output(
     return output
 
 
-# --- request and response bodies -------------------------------------------------------------------------------
-
-
 class TextClassificationParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -474,9 +455,6 @@ def tei_sentences(inputs: str | list[str] | list[list[str]]) -> tuple[list[str],
     return [item[0] for item in inputs], False
 
 
-# --- the app ---------------------------------------------------------------------------------------------------
-
-
 def validation_error(error: RequestValidationError) -> ApiError:
     """One line for what FastAPI found wrong with a body: 400 if it isn't JSON at all, else 422 naming the fields."""
     problems = error.errors()
@@ -517,13 +495,11 @@ def create_app(service: InferenceService) -> FastAPI:
         summary="Korean sentence-type classification over HTTP: the Hugging Face Inference API and TEI protocols.",
         lifespan=lifespan,
         exception_handlers={
-            ApiError: lambda request, error: error.response(),
-            RequestValidationError: lambda request, error: validation_error(error).response(),
-            HTTPException: lambda request, error: ApiError(error.status_code, str(error.detail)).response(),
+            HTTPException: error_response,
+            RequestValidationError: lambda request, error: error_response(request, validation_error(error)),
         },
     )
-    app.add_middleware(BodySizeLimit, max_body_bytes=service.limits.max_body_bytes)
-    app.add_middleware(RequestMetrics, metrics=service.metrics)  # added last: outermost, so it sees every answer
+    app.add_middleware(ServerMiddleware, metrics=service.metrics, max_body_bytes=service.limits.max_body_bytes)
     errors = {status: {"description": description} for status, description in ERROR_DESCRIPTIONS.items()}
 
     @app.post("/", responses={200: {"model": list[list[LabelScore]]}, **errors})
@@ -579,29 +555,20 @@ def create_app(service: InferenceService) -> FastAPI:
     return app
 
 
-# --- running it ------------------------------------------------------------------------------------------------
-
-
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A listening socket, so that a port in use is reported at once, before a model is loaded for nothing."""
+    """A listening socket, so that a port in use is reported at once, before a model is loaded for nothing; from
+    now on connections wait in its backlog instead of being refused."""
     try:
-        family, kind, protocol, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        return socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=2048
+        )
     except socket.gaierror as error:
         raise KoSentTypeError(f"--host {host}: cannot resolve it ({error.strerror})") from error
-    sock = socket.socket(family, kind, protocol)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-        sock.listen(2048)  # from now on connections wait in the backlog instead of being refused
     except OSError as error:
-        sock.close()
         raise KoSentTypeError(
             f"cannot listen on {host}:{port}: {error.strerror or one_line(error)} "
             "(is another server using it? choose another --port)"
         ) from error
-    return sock
 
 
 def run_server(
