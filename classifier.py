@@ -172,23 +172,12 @@ class Classifier:
         }
         return Prediction(record_id, top_k[0][0], top_k[0][1], top_k, attributes or None)
 
-    def classify(
-        self,
-        sentences: Iterable[Any],
-        *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_length: int = DEFAULT_MAX_LENGTH,
-        top_k: int = 1,
-        chunk_size: int = 1024,
-        max_batch_tokens: int | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> Iterator[Prediction]:
-        """One `Prediction` per sentence, lazily, in input order (`id` = its index); a blank or non-string item
-        gets one with `error` set instead of raising. Settings as in `EngineSettings`; `progress` is called with
-        the number of sentences each batch finished."""
+    def classify(self, sentences: Iterable[Any], **settings: Any) -> Iterator[Prediction]:
+        """One `Prediction` per sentence, lazily, in input order (`id` = its index); a blank or non-string item gets
+        one with `error` set instead of raising. `settings`: `EngineSettings`' fields (batch_size, max_length, top_k,
+        chunk_size, max_batch_tokens, progress: called with the number of sentences each batch finished)."""
         records = (sentence_record(index, text, f"item {index}") for index, text in enumerate(sentences))
-        settings = EngineSettings(batch_size, max_length, top_k, chunk_size, max_batch_tokens, progress)
-        return self.classify_records(records, settings)
+        return self.classify_records(records, EngineSettings(**settings))
 
 
 def heads_from_config(config: Mapping[str, Any]) -> dict[str, list[str]]:

@@ -1,13 +1,12 @@
 """The input files of a prediction run: one file, a folder or a glob of many, local or in any filesystem pyarrow
 knows (s3://, gs://, hdfs://, file://), in sorted path order (the order of a single output); and their records,
-Parquet included (read like CSV rows). Pure Python and pyarrow, for the local engine as well as the Ray engine."""
+read by `readers.read_records`. Pure Python and pyarrow, for the local engine as well as the Ray engine."""
 
 from __future__ import annotations
 
 import fnmatch
 import glob
 import io
-import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +15,8 @@ from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
 from .errors import KoSentTypeError, one_line
-from .readers import DEFAULT_MAX_LINE_BYTES, find_text_column, missing_text, open_input, read_records
-from .records import InputRecord, sentence_record
+from .readers import open_input, read_parquet_records, read_records  # noqa: F401 - test_ray imports read_parquet_records here
+from .records import InputRecord
 
 SUFFIXES = {
     ".txt": "txt",
@@ -138,61 +137,7 @@ def open_input_file(path: str) -> Iterator[BinaryIO]:
 
 
 def read_input_file(input_file: InputFile, **options: Any) -> Iterator[InputRecord]:
-    """The records of one input file (`options` as `read_stream_records` takes them), lazily; the file is closed
+    """The records of one input file (`options` as `readers.read_records` takes them), lazily; the file is closed
     when they are exhausted or the generator closed."""
     with open_input_file(input_file.path) as stream:
-        yield from read_stream_records(stream, input_file.format, name=input_file.path, **options)
-
-
-def read_stream_records(
-    stream: BinaryIO,
-    input_format: str,
-    *,
-    name: str,
-    text_column: str | None = None,
-    id_column: str = "id",
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> Iterator[InputRecord]:
-    """The records of an open input in any of the formats (Parquet, or what `readers.read_records` reads)."""
-    if input_format == "parquet":
-        return read_parquet_records(stream, name=name, text_column=text_column, id_column=id_column)
-    return read_records(
-        stream, input_format, name=name, text_column=text_column, id_column=id_column, max_line_bytes=max_line_bytes
-    )
-
-
-def read_parquet_records(
-    stream: BinaryIO, *, name: str, text_column: str | None = None, id_column: str = "id"
-) -> Iterator[InputRecord]:
-    """One record per row, a batch of rows at a time; the id is the `id_column` value, else the row number. A
-    missing text column stops the run, as in a CSV header; a null or non-string text becomes an error record."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(stream)
-    except (pa.ArrowException, OSError) as error:
-        raise KoSentTypeError(f"{name}: not a readable Parquet file ({one_line(error)})") from error
-    names = parquet.schema_arrow.names
-    column = find_text_column(names, text_column)
-    if column is None:
-        raise KoSentTypeError(f"{name}: the Parquet schema has {missing_text(names, text_column, 'column')}")
-    id_name = id_column if id_column in names else None
-    number = 0
-    try:
-        for batch in parquet.iter_batches(1024, columns=[column] if id_name in (None, column) else [column, id_name]):
-            texts = batch.column(column).to_pylist()
-            ids = batch.column(id_name).to_pylist() if id_name else [None] * len(texts)
-            for text, record_id in zip(texts, ids, strict=True):
-                number += 1
-                yield sentence_record(json_safe_id(record_id) if id_name else number, text, f"row {number}")
-    except (pa.ArrowException, OSError) as error:
-        raise KoSentTypeError(f"{name}: cannot read the rows after row {number} ({one_line(error)})") from error
-
-
-def json_safe_id(value: Any) -> Any:
-    """An id that JSON can carry as it is (string, integer, finite number, boolean, null), else its text
-    (timestamps, decimals, bytes, NaN), so that no id can make an output record invalid JSON."""
-    if value is None or isinstance(value, str | bool | int) or (isinstance(value, float) and math.isfinite(value)):
-        return value
-    return str(value)
+        yield from read_records(stream, input_file.format, name=input_file.path, **options)

@@ -20,8 +20,8 @@ from kosenttype.atomic_output import check_writable_file, refuse_input_as_output
 from kosenttype.command_line import add_model_arguments, check_at_least, load_from_arguments
 from kosenttype.engine import CPU_BATCH_TOKENS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, EngineSettings, limit_threads
 from kosenttype.errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, run_command
-from kosenttype.input_files import FILE_FORMATS, file_format, read_stream_records
-from kosenttype.readers import DEFAULT_MAX_LINE_BYTES, open_input
+from kosenttype.input_files import FILE_FORMATS, file_format
+from kosenttype.readers import DEFAULT_MAX_LINE_BYTES, open_input, read_records
 from kosenttype.writers import OUTPUT_FORMATS, infer_output_format, make_writer, open_output
 
 PROGRAM = "kosenttype-predict"
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         outcomes: Counter[str | None] = Counter()  # error kinds, None for the records classified
         reading = {name: getattr(args, name) for name in ("text_column", "id_column", "max_line_bytes")}
-        records = read_stream_records(source, input_format, name=args.input, **reading)
+        records = read_records(source, input_format, name=args.input, **reading)
         with open_output(args.output) as destination, progress_bar() as progress:
             settings = EngineSettings(
                 args.batch_size, args.max_length, args.top_k, args.chunk_size, args.max_batch_tokens, progress

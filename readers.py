@@ -1,4 +1,4 @@
-"""Readers of prediction inputs (one sentence a line, JSON Lines, CSV with a header): lazy generators of
+"""Readers of prediction inputs (one sentence a line, JSON Lines, CSV with a header, Parquet): lazy generators of
 `InputRecord`, so memory never depends on the input's size. A bad line becomes an error record; only what makes the
 rest unreadable (no header, a quote never closed, UTF-16) stops the run, with a `KoSentTypeError`."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -14,9 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from itertools import count
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from .errors import KoSentTypeError
+from .errors import KoSentTypeError, one_line
 from .records import InputRecord, LineError, sentence_record, text_error
 
 DEFAULT_TEXT_COLUMNS = ("sentence", "text", "문장")
@@ -177,10 +178,49 @@ def read_records(
     id_column: str = "id",
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Iterator[InputRecord]:
-    """The records of one input stream in `input_format` (txt, jsonl or csv)."""
+    """The records of one input stream in `input_format` (txt, jsonl, csv or parquet)."""
+    if input_format == "parquet":
+        return read_parquet_records(stream, name=name, text_column=text_column, id_column=id_column)
     lines = BoundedLines(stream, name, max_line_bytes)
     if input_format == "txt":
         return read_lines(lines, sentence_record)
     if input_format == "jsonl":
         return read_lines(lines, partial(json_line_record, text_column=text_column, id_column=id_column))
     return read_csv(lines, text_column, id_column)
+
+
+def read_parquet_records(
+    stream: BinaryIO, *, name: str, text_column: str | None = None, id_column: str = "id"
+) -> Iterator[InputRecord]:
+    """One record per row, a batch of rows at a time; the id is the `id_column` value, else the row number. A
+    missing text column stops the run, as in a CSV header; a null or non-string text becomes an error record."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(stream)
+    except (pa.ArrowException, OSError) as error:
+        raise KoSentTypeError(f"{name}: not a readable Parquet file ({one_line(error)})") from error
+    names = parquet.schema_arrow.names
+    column = find_text_column(names, text_column)
+    if column is None:
+        raise KoSentTypeError(f"{name}: the Parquet schema has {missing_text(names, text_column, 'column')}")
+    id_name = id_column if id_column in names else None
+    number = 0
+    try:
+        for batch in parquet.iter_batches(1024, columns=[column] if id_name in (None, column) else [column, id_name]):
+            texts = batch.column(column).to_pylist()
+            ids = batch.column(id_name).to_pylist() if id_name else [None] * len(texts)
+            for text, record_id in zip(texts, ids, strict=True):
+                number += 1
+                yield sentence_record(json_safe_id(record_id) if id_name else number, text, f"row {number}")
+    except (pa.ArrowException, OSError) as error:
+        raise KoSentTypeError(f"{name}: cannot read the rows after row {number} ({one_line(error)})") from error
+
+
+def json_safe_id(value: Any) -> Any:
+    """An id that JSON can carry as it is (string, integer, finite number, boolean, null), else its text
+    (timestamps, decimals, bytes, NaN), so that no id can make an output record invalid JSON."""
+    if value is None or isinstance(value, str | bool | int) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    return str(value)
