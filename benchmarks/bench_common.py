@@ -1,28 +1,72 @@
-"""What the prediction benchmarks share: the real data they read in place, and the models they build.
+"""What the benchmarks share: the real data read in place, the backbone-shaped model, child processes and memory.
 
-Imports of torch and transformers stay inside the functions, so a benchmark's onnxruntime worker that imports this
-module measures onnxruntime's memory, not torch's.
+torch and transformers are imported inside the functions, so an onnxruntime worker importing this module measures
+onnxruntime's memory, not torch's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
+import os
 import random
+import re
+import subprocess
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-DACON_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dacon" / "train.csv"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DACON_CSV = SHARED_DATA / "dacon" / "train.csv"
 SENTENCE_TYPES = ("사실형", "추론형", "예측형", "대화형")
 MAX_LENGTH = 256
-TRAIN_MAX_LENGTH = 64  # the agreement model's: few dacon sentences are longer, and training stays short
 
 
-def fixed_split(examples: list, seed: int = 42) -> dict[str, list]:
-    """80% train (of which 10% validation) and 20% test, stratified by each example's `.label`."""
-    from sklearn.model_selection import train_test_split
+def child_env(**variables: str) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", **variables}
 
-    rest, test = train_test_split(examples, test_size=0.2, random_state=seed, stratify=[e.label for e in examples])
-    train_part, validation = train_test_split(rest, test_size=0.1, random_state=seed, stratify=[e.label for e in rest])
-    return {"train": train_part, "validation": validation, "test": test}
+
+def json_child(argv: list[str], what: str, env: dict[str, str] | None = None, timeout: float | None = None) -> dict:
+    """Run a measuring child process and return the JSON object on its last stdout line."""
+    completed = subprocess.run(argv, capture_output=True, text=True, env=env or child_env(), timeout=timeout)
+    if completed.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process's peak resident memory (VmHWM; 0 once it is gone). Not getrusage's ru_maxrss: Linux carries that
+    over from the parent through fork and exec, so every child would report at least the parent's peak."""
+    try:
+        match = re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+    except OSError:
+        return 0.0
+    return int(match.group(1)) / 1024 if match else 0.0  # an exiting process has no memory fields left
+
+
+class PeakMemory:
+    """The highest peak RSS (MB) of any one process that `pids()` names while the block runs, polled in a thread."""
+
+    def __init__(self, pids: Callable[[], Iterable[int]], interval: float = 0.02) -> None:
+        self.pids, self.interval, self.peak = pids, interval, 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+
+    def poll(self) -> None:
+        import psutil
+
+        while not self.stop.wait(self.interval):
+            with contextlib.suppress(psutil.Error):  # a process ended while being listed
+                self.peak = max([self.peak, *(peak_rss_mb(pid) for pid in self.pids())])
+
+    def __enter__(self) -> PeakMemory:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def load_dacon(path: Path = DACON_CSV, seed: int = 0) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
@@ -51,63 +95,4 @@ def backbone_shaped_model(folder: Path, fit_sentences: list[str], layers: int, t
     model = KoSentTypeForSequenceClassification(KoSentTypeConfig(encoder_config=encoder, backbone_name=None))
     model.eval().save_pretrained(folder)
     save_tokenizer_for_hub(tokenizer, folder, max_length=MAX_LENGTH)
-    return folder
-
-
-def build_speed_models(folder: Path, fit_sentences: list[str], layers: int) -> tuple[Path, Path]:
-    """transformers' RoBERTa classifier and ours at the backbone's shape, random weights, one shared tokenizer."""
-    import torch
-    from transformers import RobertaConfig, RobertaForSequenceClassification
-
-    from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
-    from kosenttype.hub_tokenizer import save_tokenizer_for_hub
-    from kosenttype.scratch_models import train_wordpiece_tokenizer
-
-    tokenizer = train_wordpiece_tokenizer(fit_sentences, vocab_size=KO_SROBERTA_ENCODER["vocab_size"])
-    encoder = {**KO_SROBERTA_ENCODER, "num_hidden_layers": layers}
-    labels = {"id2label": dict(enumerate(SENTENCE_TYPES)), "label2id": {v: k for k, v in enumerate(SENTENCE_TYPES)}}
-    torch.manual_seed(0)
-    stock_dir = folder / "roberta"
-    stock_config = RobertaConfig(**{key: value for key, value in encoder.items() if key != "model_type"}, **labels)
-    RobertaForSequenceClassification(stock_config).save_pretrained(stock_dir)
-    save_tokenizer_for_hub(tokenizer, stock_dir, max_length=MAX_LENGTH)
-    return stock_dir, backbone_shaped_model(folder / "kosenttype", fit_sentences, layers, tokenizer)
-
-
-def train_agreement_model(folder: Path, rows: list[tuple[str, int]], steps: int, layers: int) -> Path:
-    """A small classifier trained from scratch, so that its probabilities have real margins to disagree on.
-
-    Classes are sampled evenly (the data is 82% 사실형), so all four labels are predicted and the comparison
-    also covers the rare ones.
-    """
-    import torch
-
-    from kosenttype import KoSentTypeConfig, KoSentTypeForSequenceClassification
-    from kosenttype.hub_tokenizer import save_tokenizer_for_hub
-    from kosenttype.scratch_models import tiny_encoder_config, train_wordpiece_tokenizer
-
-    sentences, labels = [text for text, _ in rows], torch.tensor([label for _, label in rows])
-    tokenizer = train_wordpiece_tokenizer(sentences, vocab_size=8000)
-    encoder = tiny_encoder_config(len(tokenizer), hidden_size=256, num_layers=layers, max_length=TRAIN_MAX_LENGTH)
-    torch.manual_seed(0)
-    model = KoSentTypeForSequenceClassification(KoSentTypeConfig(encoder_config=encoder, backbone_name=None)).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (steps // 10 + 1)))
-    sample_weights = (1.0 / torch.bincount(labels, minlength=len(SENTENCE_TYPES)).clamp(min=1).float())[labels]
-    for _ in range(steps):
-        batch = torch.multinomial(sample_weights, 32, replacement=True).tolist()
-        inputs = tokenizer(
-            [sentences[i] for i in batch],
-            padding=True,
-            truncation=True,
-            max_length=TRAIN_MAX_LENGTH,
-            return_tensors="pt",
-        )
-        model(**inputs, labels=labels[batch]).loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-    model.eval().save_pretrained(folder)
-    save_tokenizer_for_hub(tokenizer, folder, max_length=TRAIN_MAX_LENGTH)
     return folder

@@ -1,26 +1,11 @@
-"""Speed, peak memory and precision agreement of predict.py against the stock `pipeline`, at the real size.
+"""Prediction at the real backbone's size: the engine on each backend and precision against the stock `pipeline`.
 
-    python benchmarks/bench_predict.py [--sentences 512] [--quick] [--agreement-model DIR]
+    python benchmarks/bench_predict.py [--backends torch,onnxruntime] [--sentences 512] [--threads 2] [--repeats 2]
+        [--quick] [--agreement-model DIR] [--skip-speed] [--skip-agreement]
 
-Models have the real backbone's shape (RoBERTa, 12 layers, hidden 768, 12 heads, vocabulary 32000) with random
-weights, and a WordPiece tokenizer trained on one half of ../shared/data/dacon/train.csv; the timed sentences come
-from the other half (read-only; the benchmark exits cleanly when the file is absent). Each variant runs in its own
-child process, so each peak RSS is that variant's alone:
-
-  (1) stock `pipeline("text-classification")` over transformers' RobertaForSequenceClassification, batch_size 32;
-  (2) this model through the same `pipeline`, batch_size 32;
-  (3) predict.py's engine (`classify`, what the command runs) in fp32, bf16 (on CPUs with native bf16) and int8.
-
-Also printed: the machine's measured matmul rate and each variant's useful encoder GFLOP/s, counted from the real
-token lengths (2 × linear parameters × tokens + the attention products), so the distance to the hardware's limit
-is visible; padding (computed / useful tokens) shows how much of the work was wasted.
-
-Agreement of each reduced precision with fp32 is measured on a TRAINED model (random weights put every
-probability near 1/4, where label agreement means nothing): `--agreement-model DIR` (e.g. the quickstart's), or
-else a small classifier (hidden 256, 4 layers, 300 steps: about two minutes on 2 cores) trained here with plain
-torch on the first half of the data, then compared over the held-out second half. Bar: same label on >= 99.5% of
->= 2,000 sentences and max probability difference <= 0.02. `--quick` runs 64 sentences, 2 layers and a shorter
-agreement run. `--repeats 2` interleaves two rounds and keeps each variant's best: use it on a shared machine.
+Per variant, each in its own child process: sentences/s and its ratio to the stock pipeline, peak RSS, padding,
+useful GFLOP/s against the machine's matmul rate, and the cold start of `kosenttype-predict`; then each variant's
+agreement with torch fp32 on a trained model. What each figure means: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -29,40 +14,99 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+import timeit
 import warnings
-from collections import Counter
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
-import torch
-import transformers
-from bench_common import DACON_CSV, MAX_LENGTH, build_speed_models, load_dacon, train_agreement_model
-from transformers import pipeline
-from transformers.utils.logging import disable_progress_bar
-
-from kosenttype.batching import length_sorted_batches
-from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
-from kosenttype.engine import CPU_BATCH_TOKENS, EngineSettings, load_classifier
-from kosenttype.torch_backend import cpu_has_native_bf16, quantize_linear_layers
+from bench_common import (
+    DACON_CSV,
+    MAX_LENGTH,
+    SENTENCE_TYPES,
+    backbone_shaped_model,
+    child_env,
+    json_child,
+    load_dacon,
+    peak_rss_mb,
+)
 
 PIPELINE_BATCH_SIZE = 32
 SAME_LABEL_BAR = 0.995
 MAX_PROBABILITY_DIFFERENCE_BAR = 0.02
+COLD_START_TARGET_S = 1.5
+TRAIN_MAX_LENGTH = 64  # the agreement model's: few dacon sentences are longer, and training stays short
+VARIANTS = {
+    "stock": "(1) stock pipeline, RobertaForSequenceClassification fp32",
+    "pipeline": "(2) the same pipeline, KoSentTypeForSequenceClassification",
+    "torch-fp32": "(3) engine, torch fp32",
+    "torch-bf16": "(3) engine, torch bf16",
+    "torch-int8": "(3) engine, torch int8",
+    "onnxruntime-fp32": "(3) engine, onnxruntime fp32 (model.onnx)",
+    "onnxruntime-int8": "(3) engine, onnxruntime int8 (model_quantized.onnx)",
+}
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Data and models
-# ---------------------------------------------------------------------------------------------------------------
+def engine_variants(backends: list[str]) -> list[str]:
+    from kosenttype.torch_backend import cpu_has_native_bf16
+
+    engine = [variant for variant in VARIANTS if variant.split("-")[0] in backends]
+    return [variant for variant in engine if variant != "torch-bf16" or cpu_has_native_bf16()]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# FLOPs and the machine's limit
-# ---------------------------------------------------------------------------------------------------------------
+def build_speed_models(folder: Path, fit_sentences: list[str], layers: int) -> tuple[Path, Path]:
+    """transformers' RoBERTa classifier and ours at the backbone's shape, random weights, one shared tokenizer."""
+    import torch
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
+    from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+    from kosenttype.scratch_models import train_wordpiece_tokenizer
+
+    tokenizer = train_wordpiece_tokenizer(fit_sentences, vocab_size=KO_SROBERTA_ENCODER["vocab_size"])
+    encoder = {**KO_SROBERTA_ENCODER, "num_hidden_layers": layers}
+    labels = {"id2label": dict(enumerate(SENTENCE_TYPES)), "label2id": {v: k for k, v in enumerate(SENTENCE_TYPES)}}
+    torch.manual_seed(0)
+    stock_dir = folder / "roberta"
+    stock_config = RobertaConfig(**{key: value for key, value in encoder.items() if key != "model_type"}, **labels)
+    RobertaForSequenceClassification(stock_config).save_pretrained(stock_dir)
+    save_tokenizer_for_hub(tokenizer, stock_dir, max_length=MAX_LENGTH)
+    return stock_dir, backbone_shaped_model(folder / "kosenttype", fit_sentences, layers, tokenizer)
+
+
+def train_agreement_model(folder: Path, rows: list[tuple[str, int]], steps: int, layers: int) -> Path:
+    """A small classifier trained from scratch, so that its probabilities have real margins to disagree on.
+    Classes are sampled evenly (the data is 82% 사실형), so the comparison also covers the rare labels."""
+    import torch
+
+    from kosenttype import KoSentTypeConfig, KoSentTypeForSequenceClassification
+    from kosenttype.hub_tokenizer import save_tokenizer_for_hub
+    from kosenttype.scratch_models import tiny_encoder_config, train_wordpiece_tokenizer
+
+    sentences, labels = [text for text, _ in rows], torch.tensor([label for _, label in rows])
+    tokenizer = train_wordpiece_tokenizer(sentences, vocab_size=8000)
+    encoder = tiny_encoder_config(len(tokenizer), hidden_size=256, num_layers=layers, max_length=TRAIN_MAX_LENGTH)
+    torch.manual_seed(0)
+    model = KoSentTypeForSequenceClassification(KoSentTypeConfig(encoder_config=encoder, backbone_name=None)).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (steps // 10 + 1)))
+    sample_weights = (1.0 / torch.bincount(labels, minlength=len(SENTENCE_TYPES)).clamp(min=1).float())[labels]
+    for _ in range(steps):
+        batch = torch.multinomial(sample_weights, 32, replacement=True).tolist()
+        texts = [sentences[i] for i in batch]
+        inputs = tokenizer(texts, padding=True, truncation=True, max_length=TRAIN_MAX_LENGTH, return_tensors="pt")
+        model(**inputs, labels=labels[batch]).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+    model.eval().save_pretrained(folder)
+    save_tokenizer_for_hub(tokenizer, folder, max_length=TRAIN_MAX_LENGTH)
+    return folder
 
 
 def encoder_flops(batch_shapes: list[tuple[int, int]], hidden: int, layers: int) -> float:
@@ -71,16 +115,14 @@ def encoder_flops(batch_shapes: list[tuple[int, int]], hidden: int, layers: int)
     return sum(layers * count * (24 * hidden**2 * length + 4 * hidden * length**2) for count, length in batch_shapes)
 
 
-def pipeline_batch_shapes(lengths: list[int], batch_size: int) -> list[tuple[int, int]]:
-    """`pipeline` batches consecutive inputs and pads each batch to its longest."""
-    return [
-        (len(lengths[start : start + batch_size]), max(lengths[start : start + batch_size]))
-        for start in range(0, len(lengths), batch_size)
-    ]
+def batch_shapes(variant: str, lengths: list[int], settings) -> list[tuple[int, int]]:
+    """(sentences, padded tokens) per batch: `pipeline` pads consecutive inputs to each batch's longest; the
+    engine sorts each chunk by length and pads each token-budgeted batch to its own longest."""
+    from kosenttype.batching import length_sorted_batches
 
-
-def predict_batch_shapes(lengths: list[int], settings: EngineSettings) -> list[tuple[int, int]]:
-    """predict.py sorts each chunk by length and pads each batch to its own longest."""
+    if variant in ("stock", "pipeline"):
+        starts = range(0, len(lengths), PIPELINE_BATCH_SIZE)
+        return [(len(lengths[i : i + PIPELINE_BATCH_SIZE]), max(lengths[i : i + PIPELINE_BATCH_SIZE])) for i in starts]
     shapes = []
     for start in range(0, len(lengths), settings.chunk_size):
         chunk = lengths[start : start + settings.chunk_size]
@@ -92,17 +134,15 @@ def predict_batch_shapes(lengths: list[int], settings: EngineSettings) -> list[t
 def best_seconds(function: Callable[[], object], repeats: int = 5, calls: int = 5) -> float:
     """Seconds per call, the best of `repeats` rounds: on a shared machine the fastest round is the least disturbed."""
     function()
-    rounds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            function()
-        rounds.append((time.perf_counter() - start) / calls)
-    return min(rounds)
+    return min(timeit.repeat(function, number=calls, repeat=repeats)) / calls
 
 
 def matmul_rates(rows: int = 2048, hidden: int = 768) -> dict[str, float]:
     """GFLOP/s of the encoder's largest matmul shape (tokens × h → 4h): fp32, bf16 and int8 dynamic Linear."""
+    import torch
+
+    from kosenttype.torch_backend import cpu_has_native_bf16, quantize_linear_layers
+
     flops = 2 * rows * hidden * 4 * hidden
     rates = {}
     with torch.inference_mode():
@@ -117,195 +157,278 @@ def matmul_rates(rows: int = 2048, hidden: int = 768) -> dict[str, float]:
     return rates
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# One variant per child process
-# ---------------------------------------------------------------------------------------------------------------
-
-VARIANTS = {
-    "pipeline-roberta": "(1) pipeline, transformers RobertaForSequenceClassification",
-    "pipeline-kosenttype": "(2) pipeline, KoSentTypeForSequenceClassification",
-    "predict-fp32": "(3) predict.py fp32",
-    "predict-bf16": "(3) predict.py bf16",
-    "predict-int8": "(3) predict.py int8",
-}
-
-
-def time_variant(variant: str, model_dirs: dict[str, str], sentences: list[str], settings: dict) -> float:
-    """Seconds to classify `sentences` after a warm-up batch (loading excluded, as a long run amortises it)."""
+def classify_function(variant: str, payload: dict) -> Callable[[list[str]], object]:
+    """A function that classifies a list of sentences in `variant`, model loaded (loading is not timed)."""
     warnings.filterwarnings("ignore")
-    if variant.startswith("pipeline-"):
-        model_dir = model_dirs[variant.removeprefix("pipeline-")]
-        classifier = pipeline("text-classification", model=model_dir, trust_remote_code=True, device="cpu")
-        tokenizer_options = {"truncation": True, "max_length": MAX_LENGTH}
+    model_dirs, threads = payload["model_dirs"], payload["threads"]
+    if variant in ("stock", "pipeline"):
+        import torch
+        from transformers import pipeline
 
-        def run(texts: list[str]) -> object:
-            return classifier(texts, batch_size=PIPELINE_BATCH_SIZE, **tokenizer_options)
-    else:
-        engine = load_classifier(model_dirs["kosenttype"], device="cpu", precision=variant.removeprefix("predict-"))
+        torch.set_num_threads(threads)
+        model = model_dirs["stock" if variant == "stock" else "ours"]
+        classifier = pipeline("text-classification", model=model, trust_remote_code=True, device="cpu")
+        options = {"batch_size": PIPELINE_BATCH_SIZE, "truncation": True, "max_length": MAX_LENGTH}
+        return lambda sentences: classifier(sentences, **options)
+    from kosenttype.engine import limit_threads, load_classifier
 
-        def run(texts: list[str]) -> object:
-            return list(engine.classify(texts, **settings))
+    backend, precision = variant.split("-")
+    limit_threads(threads, backend)
+    classifier = load_classifier(model_dirs["ours"], backend=backend, device="cpu", precision=precision)
+    return lambda sentences: list(classifier.classify(sentences, max_length=MAX_LENGTH, **payload["settings"]))
 
+
+def worker_main(variant: str, payload_path: str) -> None:
+    """Child-process entry: time one variant (best of two passes after a warm-up) and print its figures as JSON."""
+    payload = json.loads(Path(payload_path).read_text(encoding="utf-8"))
+    sentences = payload["sentences"]
+    run = classify_function(variant, payload)
     run(sentences[:PIPELINE_BATCH_SIZE])
-    start = time.perf_counter()
-    run(sentences)
-    return time.perf_counter() - start
+    seconds = min(timeit.repeat(lambda: run(sentences), number=1, repeat=2))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 
 
-def worker_main(arguments: argparse.Namespace) -> None:
-    """Child-process entry: time one variant and print its figures as JSON."""
-    payload = json.loads(Path(arguments.worker_input).read_text(encoding="utf-8"))
-    seconds = time_variant(arguments.worker, payload["model_dirs"], payload["sentences"], payload["settings"])
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb}))
+def threads_env(threads: int) -> dict[str, str]:
+    return child_env(OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
 
 
-def run_variant(variant: str, payload_path: Path) -> dict:
-    completed = subprocess.run(
-        [sys.executable, __file__, "--worker", variant, "--worker-input", str(payload_path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "true"},
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"variant {variant} failed:\n{completed.stderr[-3000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+def cold_start_seconds(model_dir: Path, variant: str, input_path: Path, threads: int) -> float:
+    """Launch of `kosenttype-predict` to its first output record on stdout."""
+    backend, precision = variant.split("-")
+    command = [sys.executable, "-m", "kosenttype.predict", "--model", str(model_dir), "--input", str(input_path)]
+    command += ["--backend", backend, "--precision", precision, "--threads", str(threads)]
+    started = time.perf_counter()
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=threads_env(threads), cwd=tempfile.gettempdir()
+    ) as process:
+        first_line = process.stdout.readline()
+        elapsed = time.perf_counter() - started
+        process.communicate(timeout=300)
+    if not first_line.startswith(b"{"):
+        raise RuntimeError(f"kosenttype-predict --backend {backend} --precision {precision} printed no record")
+    return elapsed
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Agreement of reduced precisions with fp32
-# ---------------------------------------------------------------------------------------------------------------
+def agreement(model_dir: Path, sentences: list[str], labels: list[int], variants: list[str]) -> list[dict]:
+    """Each variant against torch fp32: same label, max probability difference; every variant's accuracy and
+    predicted-label spread (evidence that the model is trained, not a constant guesser)."""
+    import numpy as np
 
+    from kosenttype.engine import load_classifier
 
-def probabilities(model_dir: Path, precision: str, sentences: list[str]) -> torch.Tensor:
-    """Every label's probability for every sentence, through the same engine the command uses."""
-    engine = load_classifier(model_dir, device="cpu", precision=precision)
-    labels = engine.labels
-    rows = []
-    for prediction in engine.classify(sentences, top_k=len(labels)):
-        by_label = dict(prediction.top_k)
-        rows.append([by_label[label] for label in labels])
-    return torch.tensor(rows)
-
-
-def agreement(model_dir: Path, sentences: list[str], labels: list[int] | None, precisions: list[str]) -> list[dict]:
-    reference = probabilities(model_dir, "fp32", sentences)
-    results = [{"precision": "fp32", **_accuracy(reference, labels)}]
-    for precision in precisions:
-        candidate = probabilities(model_dir, precision, sentences)
-        same_label = (candidate.argmax(-1) == reference.argmax(-1)).float().mean().item()
-        max_difference = (candidate - reference).abs().max().item()
-        passed = same_label >= SAME_LABEL_BAR and max_difference <= MAX_PROBABILITY_DIFFERENCE_BAR
-        result = {"precision": precision, "same_label": same_label, "max_diff": max_difference, "passed": passed}
-        results.append({**result, **_accuracy(candidate, labels)})
+    truth = np.array(labels)
+    results, reference = [], None
+    for variant in ["torch-fp32", *(v for v in variants if v != "torch-fp32")]:
+        backend, precision = variant.split("-")
+        classifier = load_classifier(model_dir, backend=backend, device="cpu", precision=precision)
+        probabilities = classifier.probabilities(classifier.logits(sentences)["type"])
+        predicted = probabilities.argmax(-1)
+        spread = np.bincount(predicted, minlength=probabilities.shape[1]).tolist()
+        results.append({"variant": variant, "accuracy": float((predicted == truth).mean()), "spread": spread})
+        if reference is None:
+            reference = probabilities
+            continue
+        same_label = float((predicted == reference.argmax(-1)).mean())
+        difference = float(np.abs(probabilities - reference).max())
+        passed = same_label >= SAME_LABEL_BAR and difference <= MAX_PROBABILITY_DIFFERENCE_BAR
+        results[-1].update(same_label=same_label, max_diff=difference, passed=passed)
     return results
 
 
-def _accuracy(probabilities_: torch.Tensor, labels: list[int] | None) -> dict:
-    """Accuracy and the predicted-label spread: evidence that the model is trained, not a constant guesser."""
-    predicted = probabilities_.argmax(-1)
-    spread = Counter(predicted.tolist())
-    result = {"spread": [spread.get(index, 0) for index in range(probabilities_.shape[1])]}
-    if labels is not None:
-        result["accuracy"] = (predicted == torch.tensor(labels)).float().mean().item()
-    return result
+def machine_line(threads: int, backends: list[str]) -> str:
+    from kosenttype.torch_backend import cpu_has_native_bf16
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def machine_line() -> str:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    capabilities = f"avx512_bf16/amx: {'yes' if cpu_has_native_bf16() else 'no'}"
+    libraries = ["torch", "transformers", *(["onnxruntime"] if "onnxruntime" in backends else [])]
     return (
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
-        f"{torch.get_num_threads()}, {capabilities}; torch {torch.__version__}, transformers {transformers.__version__}"
-        f"; load average {load:.2f} at start (a shared machine: figures are noisy)"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {threads} threads per variant, "
+        f"avx512_bf16/amx: {'yes' if cpu_has_native_bf16() else 'no'}; "
+        f"{', '.join(f'{name} {version(name)}' for name in libraries)}; load average {os.getloadavg()[0]:.2f} at start"
     )
 
 
-def print_speed_table(results: dict[str, dict], shapes: dict[str, list], lengths: list[int], rates: dict) -> None:
-    hidden, layers = KO_SROBERTA_ENCODER["hidden_size"], results["_layers"]
-    useful_flops = encoder_flops([(1, length) for length in lengths], hidden, layers)
-    baseline = results["pipeline-roberta"]["seconds"]
-    header = f"{'variant':<58} {'sent/s':>7} {'x (1)':>6} {'peak RSS MB':>11} {'padded/real':>11} {'GFLOP/s':>8}"
-    print(header + f" {'% of matmul':>11}")
-    for variant, title in VARIANTS.items():
-        if variant not in results:
-            continue
-        seconds = results[variant]["seconds"]
-        padded_tokens = sum(count * length for count, length in shapes[variant])
+def print_speed(results: dict[str, dict], cold: dict[str, float], lengths: list[int], layers: int, rates: dict) -> None:
+    from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
+
+    useful_flops = encoder_flops([(1, length) for length in lengths], KO_SROBERTA_ENCODER["hidden_size"], layers)
+    baseline = results["stock"]["seconds"]
+    print(
+        f"\n{'variant':<58} {'sent/s':>7} {'x (1)':>6} {'peak RSS MB':>11} {'padded/real':>11} {'GFLOP/s':>8} "
+        f"{'% of matmul':>11} {'cold start s':>12}"
+    )
+    for variant, result in results.items():
+        seconds = result["seconds"]
         achieved = useful_flops / seconds / 1e9
-        precision = variant.rsplit("-", 1)[-1] if variant.startswith("predict-") else "fp32"
+        precision = variant.rsplit("-", 1)[-1] if "-" in variant else "fp32"
         print(
-            f"{title:<58} {len(lengths) / seconds:>7.1f} {baseline / seconds:>6.2f} "
-            f"{results[variant]['peak_rss_mb']:>11.0f} {padded_tokens / sum(lengths):>11.2f} {achieved:>8.1f} "
-            f"{100 * achieved / rates[precision]:>10.0f}%"
+            f"{VARIANTS[variant]:<58} {len(lengths) / seconds:>7.1f} {baseline / seconds:>6.2f} "
+            f"{result['peak_rss_mb']:>11.0f} {result['padded'] / sum(lengths):>11.2f} {achieved:>8.1f} "
+            f"{100 * achieved / rates[precision]:>10.0f}% {f'{cold[variant]:.2f}' if variant in cold else '-':>12}"
         )
+    print(
+        "sent/s: best of 2 passes (and of the rounds), loading excluded; peak RSS: the variant's own process; "
+        "padded/real: tokens computed per real token;\nGFLOP/s: useful encoder FLOPs (real tokens only) per second; "
+        "% of matmul: of the rate above in the variant's precision (int8: torch's dynamically quantized Linear); cold "
+        "start: launch of kosenttype-predict to its first output record, best of the runs."
+    )
 
 
-TABLE_LEGEND = (
-    "sent/s: best of the rounds, loading excluded; peak RSS: the variant's own process; padded/real: tokens computed "
-    "per real token;\nGFLOP/s: useful encoder FLOPs (real tokens only) per second; % of matmul: of the rate above in "
-    "the variant's precision (int8: dynamically quantized Linear)."
-)
-
-
-def print_goals(results: dict[str, dict], variants: list[str]) -> None:
-    baseline = results["pipeline-roberta"]["seconds"]
-    ours_in_pipeline = baseline / results["pipeline-kosenttype"]["seconds"]
-    best = max((v for v in variants if v.startswith("predict-")), key=lambda v: baseline / results[v]["seconds"])
+def print_goals(results: dict[str, dict], cold: dict[str, float]) -> None:
+    baseline = results["stock"]["seconds"]
+    ours_in_pipeline = baseline / results["pipeline"]["seconds"]
+    best = min((v for v in results if "-" in v), key=lambda v: results[v]["seconds"])
     best_ratio = baseline / results[best]["seconds"]
     print(
         f"\ngoals: (2)/(1) = {ours_in_pipeline:.2f} (>= 0.95: {'met' if ours_in_pipeline >= 0.95 else 'NOT met'}); "
-        f"best predict.py ({best.removeprefix('predict-')}) = {best_ratio:.2f}x (1) "
-        f"(>= 3: {'met' if best_ratio >= 3 else 'NOT met'})"
+        f"best engine variant ({best}) = {best_ratio:.2f}x (1) (>= 3: {'met' if best_ratio >= 3 else 'NOT met'})"
     )
-
-
-def print_agreement(results: list[dict], source: str, count: int) -> None:
-    print(f"\nagreement with fp32 on {source}, over {count} dacon sentences ", end="")
-    print(f"(bar: same label >= {SAME_LABEL_BAR:.1%}, max probability difference <= {MAX_PROBABILITY_DIFFERENCE_BAR}):")
-    for result in results:
-        accuracy = f"accuracy {result['accuracy']:.3f}, " if "accuracy" in result else ""
-        spread = f"predicted labels {result['spread']}"
-        if result["precision"] == "fp32":
-            print(f"  fp32  {accuracy}{spread}")
-            continue
-        verdict = "PASS" if result["passed"] else "FAIL"
+    if "torch-int8" in results and "onnxruntime-int8" in cold:
+        ratio = results["torch-int8"]["seconds"] / results["onnxruntime-int8"]["seconds"]
+        onnx_cold = cold["onnxruntime-int8"]
+        fastest_torch = min(seconds for variant, seconds in cold.items() if variant.startswith("torch"))
         print(
-            f"  {result['precision']:<5} same label {result['same_label']:.4%}, max diff {result['max_diff']:.4f} "
-            f"-> {verdict}  ({accuracy}{spread})"
+            f"targets: onnxruntime int8 = {ratio:.2f}x torch int8 in sentences/s "
+            f"(>= 1: {'met' if ratio >= 1 else 'NOT met'}); onnxruntime int8 cold start {onnx_cold:.2f} s "
+            f"(<= {COLD_START_TARGET_S}: {'met' if onnx_cold <= COLD_START_TARGET_S else 'NOT met'}), "
+            f"{fastest_torch / onnx_cold:.1f}x faster than torch's fastest"
         )
 
 
+def print_agreement(results: list[dict], source: str, count: int) -> None:
+    print(f"\nagreement with torch fp32 on {source}, over {count} held-out dacon sentences ", end="")
+    print(f"(bar: same label >= {SAME_LABEL_BAR:.1%}, max probability difference <= {MAX_PROBABILITY_DIFFERENCE_BAR}):")
+    for result in results:
+        details = f"accuracy {result['accuracy']:.3f}, predicted labels {result['spread']}"
+        if "same_label" not in result:
+            print(f"  {result['variant']:<17} {details}")
+            continue
+        print(
+            f"  {result['variant']:<17} same label {result['same_label']:.2%}, max diff {result['max_diff']:.4f} -> "
+            f"{'PASS' if result['passed'] else 'FAIL'} ({details})"
+        )
+
+
+def export(model_dir: Path) -> float:
+    """`kosenttype-export-onnx`'s library call into the folder's own onnx/ (fp32 and int8); seconds it took."""
+    from kosenttype.onnx_export import export_onnx
+
+    started = time.perf_counter()
+    (model_dir / "onnx").mkdir()
+    export_onnx(model_dir, model_dir / "onnx", report=lambda line: print(f"  {line}"))
+    return time.perf_counter() - started
+
+
+def run_speed(folder: Path, arguments: argparse.Namespace, fit_rows: list, measure_rows: list) -> None:
+    from kosenttype.engine import CPU_BATCH_TOKENS, EngineSettings, load_classifier
+
+    layers = 2 if arguments.quick else 12
+    stock_dir, ours_dir = build_speed_models(folder, [text for text, _ in fit_rows], layers)
+    if "onnxruntime" in arguments.backends:
+        print(f"exporting the {layers}-layer model:")
+        print(f"  exported in {export(ours_dir):.0f} s")
+    sentences = [text for text, _ in measure_rows[: arguments.sentences]]
+    settings = EngineSettings(
+        batch_size=arguments.batch_size or EngineSettings.batch_size,
+        max_length=MAX_LENGTH,
+        max_batch_tokens=CPU_BATCH_TOKENS if arguments.max_batch_tokens is None else arguments.max_batch_tokens,
+    )
+    payload_path = folder / "payload.json"
+    payload = {
+        "model_dirs": {"stock": str(stock_dir), "ours": str(ours_dir)},
+        "sentences": sentences,
+        "threads": arguments.threads,
+        "settings": {"batch_size": settings.batch_size, "max_batch_tokens": settings.max_batch_tokens},
+    }
+    payload_path.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+    lengths = [len(ids) for ids in load_classifier(ours_dir, device="cpu").token_ids(sentences, MAX_LENGTH)]
+    print(
+        f"{len(sentences)} dacon sentences, {sum(lengths) / len(lengths):.1f} tokens on average (max {max(lengths)}); "
+        f"{layers} layers; {arguments.threads} threads; engine batch_size {settings.batch_size}, "
+        f"max_batch_tokens {settings.max_batch_tokens or 'none'}",
+        flush=True,
+    )
+    rates = matmul_rates()
+    variants = ["stock", "pipeline", *engine_variants(arguments.backends)]
+    results: dict[str, dict] = {}
+    for _ in range(arguments.repeats):  # interleaved rounds, best of each: the least disturbed run counts
+        for variant in variants:
+            argv = [sys.executable, __file__, "--worker", variant, "--worker-input", str(payload_path)]
+            result = json_child(argv, f"variant {variant}", threads_env(arguments.threads), timeout=600)
+            if variant not in results or result["seconds"] < results[variant]["seconds"]:
+                results[variant] = result
+    rates_after = matmul_rates()  # measured again: on a shared machine the better of the two is the hardware's
+    rates = {name: max(rate, rates_after[name]) for name, rate in rates.items()}
+    for variant, result in results.items():
+        result["padded"] = sum(count * length for count, length in batch_shapes(variant, lengths, settings))
+    input_path = folder / "cold_start.txt"
+    input_path.write_text("\n".join(sentences[:8]) + "\n", encoding="utf-8")
+    cold = {
+        variant: min(cold_start_seconds(ours_dir, variant, input_path, arguments.threads) for _ in range(runs))
+        for variant in variants[2:]
+        if (runs := arguments.cold_runs)
+    }
+    print("\nmatmul (2048x768 @ 768x3072), best of before and after, GFLOP/s: ", end="")
+    print(", ".join(f"{name} {rate:.0f}" for name, rate in rates.items()))
+    print_speed(results, cold, lengths, layers, rates)
+    print_goals(results, cold)
+
+
+def run_agreement(folder: Path, arguments: argparse.Namespace, fit_rows: list, measure_rows: list) -> None:
+    rows = measure_rows[: arguments.agreement_sentences]
+    onnx = "onnxruntime" in arguments.backends
+    if arguments.agreement_model:
+        model_dir, source = arguments.agreement_model, str(arguments.agreement_model)
+        if onnx and not (model_dir / "onnx").is_dir():
+            raise SystemExit(f"{model_dir} has no onnx/ folder: run kosenttype-export-onnx --model {model_dir} first")
+    else:
+        layers, started = (2 if arguments.quick else 4), time.perf_counter()
+        model_dir = train_agreement_model(folder / "agreement", fit_rows, arguments.agreement_train_steps, layers)
+        if onnx:
+            print("\nexporting the agreement model:")
+            export(model_dir)
+        source = (
+            f"a small classifier trained here (hidden 256, {layers} layers, {arguments.agreement_train_steps} steps, "
+            f"{time.perf_counter() - started:.0f} s{' with its export' if onnx else ''})"
+        )
+    variants = engine_variants(arguments.backends)
+    results = agreement(model_dir, [text for text, _ in rows], [label for _, label in rows], variants)
+    print_agreement(results, source, len(rows))
+
+
 def main(argv: list[str] | None = None) -> int:
-    disable_progress_bar()  # "Writing model shards"/"Loading weights" bars would drown the table
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--backends", default="torch", help="Engine backends to measure, comma-separated: torch, onnxruntime."
+    )
     parser.add_argument("--sentences", type=int, default=512, help="Sentences timed per variant.")
-    parser.add_argument("--batch-size", type=int, help="predict.py's batch size (default: its own).")
-    parser.add_argument("--max-batch-tokens", type=int, help="predict.py's token budget (default: its own).")
+    parser.add_argument("--threads", type=int, default=2, help="Threads per variant (torch and onnxruntime).")
+    parser.add_argument("--batch-size", type=int, help="The engine's batch size (default: its own).")
+    parser.add_argument("--max-batch-tokens", type=int, help="The engine's token budget (default: its own).")
+    parser.add_argument("--repeats", type=int, default=1, help="Interleaved rounds per variant; the best counts.")
+    parser.add_argument("--cold-runs", type=int, default=2, help="kosenttype-predict launches per variant (0: none).")
     parser.add_argument("--quick", action="store_true", help="64 sentences, 2 layers, a short agreement run.")
-    parser.add_argument("--agreement-model", type=Path, help="A trained classifier folder to measure agreement on.")
+    parser.add_argument("--agreement-model", type=Path, help="A trained classifier folder (exported, for onnxruntime).")
     parser.add_argument("--agreement-sentences", type=int, default=2000)
     parser.add_argument("--agreement-train-steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=1, help="Interleaved rounds per variant; the best counts.")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-agreement", action="store_true")
     parser.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-input", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.worker:
-        worker_main(arguments)
+        worker_main(arguments.worker, arguments.worker_input)
         return 0
+    arguments.backends = arguments.backends.split(",")
+    if unknown := set(arguments.backends) - {"torch", "onnxruntime"}:
+        parser.error(f"--backends: unknown {', '.join(sorted(unknown))} (expected torch, onnxruntime)")
     if not DACON_CSV.is_file():
         print(f"skipped: {DACON_CSV} is absent (the benchmark needs real Korean sentences)")
         return 0
     if arguments.quick:
-        arguments.sentences, arguments.agreement_sentences, arguments.agreement_train_steps = 64, 2000, 100
-    print(machine_line())
+        arguments.sentences, arguments.agreement_train_steps = 64, 100
+    from transformers.utils.logging import disable_progress_bar
+
+    disable_progress_bar()  # "Writing model shards"/"Loading weights" bars would drown the table
+    print(machine_line(arguments.threads, arguments.backends))
     fit_rows, measure_rows = load_dacon(DACON_CSV)
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as folder:
         if not arguments.skip_speed:
@@ -313,69 +436,6 @@ def main(argv: list[str] | None = None) -> int:
         if not arguments.skip_agreement:
             run_agreement(Path(folder), arguments, fit_rows, measure_rows)
     return 0
-
-
-def run_speed(folder: Path, arguments: argparse.Namespace, fit_rows: list, measure_rows: list) -> None:
-    layers = 2 if arguments.quick else KO_SROBERTA_ENCODER["num_hidden_layers"]
-    roberta_dir, ours_dir = build_speed_models(folder, [text for text, _ in fit_rows], layers)
-    sentences = [text for text, _ in measure_rows[: arguments.sentences]]
-    tokenizer = transformers.AutoTokenizer.from_pretrained(ours_dir, trust_remote_code=True)
-    settings = EngineSettings(
-        batch_size=arguments.batch_size or EngineSettings.batch_size,
-        max_length=MAX_LENGTH,
-        max_batch_tokens=CPU_BATCH_TOKENS if arguments.max_batch_tokens is None else arguments.max_batch_tokens,
-    )
-    payload = {
-        "model_dirs": {"roberta": str(roberta_dir), "kosenttype": str(ours_dir)},
-        "sentences": sentences,
-        "settings": {"batch_size": settings.batch_size, "max_batch_tokens": settings.max_batch_tokens},
-    }
-    payload_path = folder / "payload.json"
-    payload_path.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
-    rates = matmul_rates()
-    lengths = [len(ids) for ids in tokenizer(sentences, truncation=True, max_length=MAX_LENGTH)["input_ids"]]
-    print(
-        f"{len(sentences)} dacon sentences, {sum(lengths) / len(lengths):.1f} tokens on average (max {max(lengths)}); "
-        f"{layers} layers, hidden {KO_SROBERTA_ENCODER['hidden_size']}; predict.py batch_size {settings.batch_size}, "
-        f"max_batch_tokens {settings.max_batch_tokens or 'none'}"
-    )
-    variants = [v for v in VARIANTS if v != "predict-bf16" or cpu_has_native_bf16()]
-    results: dict = {"_layers": layers}
-    for _ in range(arguments.repeats):  # interleaved rounds, best of each: the least disturbed run
-        for variant in variants:
-            result = run_variant(variant, payload_path)
-            if variant not in results or result["seconds"] < results[variant]["seconds"]:
-                results[variant] = result
-    rates_after = matmul_rates()  # measured again: on a shared machine the better of the two is the hardware's
-    shapes = {
-        variant: pipeline_batch_shapes(lengths, PIPELINE_BATCH_SIZE)
-        if variant.startswith("pipeline-")
-        else predict_batch_shapes(lengths, settings)
-        for variant in variants
-    }
-    rates = {name: max(rate, rates_after[name]) for name, rate in rates.items()}
-    print("\nmatmul (2048x768 @ 768x3072), best of before and after, GFLOP/s: ", end="")
-    print(", ".join(f"{name} {rate:.0f}" for name, rate in rates.items()) + "\n")
-    print_speed_table(results, shapes, lengths, rates)
-    print(TABLE_LEGEND)
-    print_goals(results, variants)
-
-
-def run_agreement(folder: Path, arguments: argparse.Namespace, fit_rows: list, measure_rows: list) -> None:
-    rows = measure_rows[: arguments.agreement_sentences]
-    sentences, labels = [text for text, _ in rows], [label for _, label in rows]
-    if arguments.agreement_model:
-        model_dir, source = arguments.agreement_model, str(arguments.agreement_model)
-    else:
-        layers = 2 if arguments.quick else 4
-        started = time.perf_counter()
-        model_dir = train_agreement_model(folder / "agreement", fit_rows, arguments.agreement_train_steps, layers)
-        source = (
-            f"a small classifier trained here (hidden 256, {layers} layers, {arguments.agreement_train_steps} steps, "
-            f"{time.perf_counter() - started:.0f} s)"
-        )
-    precisions = (["bf16"] if cpu_has_native_bf16() else []) + ["int8"]
-    print_agreement(agreement(model_dir, sentences, labels, precisions), source, len(sentences))
 
 
 if __name__ == "__main__":
