@@ -1,7 +1,5 @@
-"""The published training recipe, in one place, and the model a run starts from.
-
-Each `Recipe` field is the default of the `kosenttype-train` argument of the same name.
-"""
+"""The published training recipe (each field the default of the `kosenttype-train` argument of that name), and the
+model a run starts from."""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
 """kosenttype-train: retrain or cross-validate the Korean sentence-type classifier with the stock `Trainer`.
 
-    kosenttype-train --train_file train.json --validation_file dev.json --output_dir runs/kosenttype
-    kosenttype-train config.json                      # all arguments in one JSON file
-    torchrun --nproc_per_node 4 train_hf.py config.json
-
-The defaults are `recipe.py`'s; every `TrainingArguments` flag works on top. `--output_dir` holds the Trainer's
-checkpoints and `model/`, the Hub-ready package, written whole at the end or not at all. See docs/training.md.
+Defaults are `recipe.py`'s, every `TrainingArguments` flag works on top, and one JSON file may hold all arguments.
+`--output_dir` holds the Trainer's checkpoints and `model/`, the Hub package. docs/training.md has the reference.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Class-weighted cross-entropy and a seeded weighted sampler for the Hugging Face `Trainer`.
-
-The types are imbalanced (대화형 is a few percent), so the loss is weighted by class and every epoch's sentences are
-drawn so that each type is equally likely; docs/training.md explains the exact per-step weighting.
-"""
+"""Class-weighted cross-entropy and a seeded weighted sampler for the `Trainer`: the types are imbalanced (대화형 is a
+few percent). docs/training.md explains the exact per-step weighting."""
 
 from __future__ import annotations
 
