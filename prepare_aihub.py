@@ -28,6 +28,18 @@ ZIP_UTF8_FLAG = 0x800
 VALUE_FIELDS = {"극성": "polarity", "시제": "tense", "확실성": "certainty"}
 METADATA_FIELDS = {"ID": "doc_id", "MEDIA_TYPE": "media_type", "CATEGORY": "category"}
 MAX_CONFLICTS_SHOWN = 20
+DESCRIPTION = (
+    "Flatten AI Hub sentence-type archives (TL_*/VL_* zips) or extracted folders into one sentence-level JSON / JSON "
+    "Lines file for kosenttype-train. Exit status: 0 written, 1 no sentence left to write, 2 the run could not go on, "
+    "128+N stopped by signal N (nothing half-written)."
+)
+HELP = {
+    "inputs": "zip archives, folders (every *.json below them) or single .json documents",
+    "output": "output file; JSON Lines if it ends in .jsonl, else a JSON array (missing folders are created)",
+    "keep_conflicts": "keep each sentence whose copies disagree once, with its majority label (first seen on a tie), "
+    "instead of dropping it",
+    "conflicts_output": "also write every conflicting sentence with its labels and sources to this JSON Lines file",
+}
 # AI Hub's documents are tens of kilobytes and its sentences at most a few hundred characters: far larger ones are
 # damage or a zip bomb, skipped before they are read whole into memory.
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
@@ -316,40 +328,11 @@ def serialize_records(records: list[dict[str, Any]], json_lines: bool) -> Iterat
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=PROGRAM,
-        description="Flatten AI Hub sentence-type archives (TL_*/VL_* zips) or extracted folders into one "
-        "sentence-level JSON / JSON Lines file for kosenttype-train. Exit status: 0 written, 1 no sentence left to "
-        "write, 2 the run could not go on, 128+N stopped by signal N (nothing half-written).",
-    )
-    parser.add_argument(
-        "inputs",
-        nargs="+",
-        type=Path,
-        metavar="ARCHIVE_OR_FOLDER",
-        help="zip archives, folders (every *.json below them) or single .json documents",
-    )
-    parser.add_argument(
-        "--output",
-        required=True,
-        type=Path,
-        help="output file; JSON Lines if it ends in .jsonl, else a JSON array (missing folders are created)",
-    )
-    parser.add_argument(
-        "--keep-conflicts",
-        "--keep_conflicts",
-        dest="keep_conflicts",
-        action="store_true",
-        help="keep each sentence whose copies disagree once, with its majority label (first seen on "
-        "a tie), instead of dropping it",
-    )
-    parser.add_argument(
-        "--conflicts_output",
-        "--conflicts-output",
-        dest="conflicts_output",
-        type=Path,
-        help="also write every conflicting sentence with its labels and sources to this JSON Lines file",
-    )
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=DESCRIPTION)
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="ARCHIVE_OR_FOLDER", help=HELP["inputs"])
+    parser.add_argument("--output", required=True, type=Path, help=HELP["output"])
+    parser.add_argument("--keep-conflicts", "--keep_conflicts", action="store_true", help=HELP["keep_conflicts"])
+    parser.add_argument("--conflicts_output", "--conflicts-output", type=Path, help=HELP["conflicts_output"])
     return parser.parse_args(argv)
 
 
@@ -398,7 +381,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 written, 1 no sentence left to write, 2 the run could not go on, 128+N stopped by signal N."""
     return run_command(PROGRAM, lambda: run(parse_args(argv)))
 
 
