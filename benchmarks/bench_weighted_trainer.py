@@ -1,13 +1,8 @@
 """What the class weighting costs: WeightedTrainer (weighted loss + seeded weighted sampler) against the plain
-Trainer (the model's own cross-entropy + random shuffling), same model, same data, same machine, one run.
+Trainer, same model and data, in alternating runs; the overhead from the median CPU time per step (goal < 5%).
+Why CPU time and one thread: docs/benchmarks.md.
 
     python benchmarks/bench_weighted_trainer.py [--quick]
-
-Runs alternate (plain, weighted, plain, weighted, ...) so that load from other processes hits both alike, and the
-first steps of each run are not timed. On a shared machine wall time swings with the neighbours' load, so the
-overhead is taken from the median CPU time per step (this process's own work), with wall-clock steps/s beside it;
-torch runs on one thread by default, since busy-waiting OpenMP threads of a contended machine count as CPU time
-too. The goal is an overhead under 5%.
 """
 
 from __future__ import annotations
@@ -33,11 +28,9 @@ WARMUP_STEPS = 3
 
 
 class SyntheticSentences(torch.utils.data.Dataset):
-    """Random token ids with labels in the real mix: only the computation matters here.
-
-    Every sentence has the same length: the weighted sampler repeats the few rare-type sentences, so with varied
-    lengths its batches would pad to a different width than shuffled ones and the comparison would measure that.
-    """
+    """Random token ids with labels in the real mix: only the computation matters here. Every sentence has the same
+    length: the weighted sampler repeats the few rare-type sentences, so with varied lengths its batches would pad
+    to another width than shuffled ones and the comparison would measure that."""
 
     def __init__(self, size: int, seed: int = 0) -> None:
         generator = torch.Generator().manual_seed(seed)
@@ -51,24 +44,11 @@ class SyntheticSentences(torch.utils.data.Dataset):
         return {"input_ids": [0, *body.tolist(), 2], "labels": self.labels[index]}
 
 
-def pad(features: list[dict]) -> dict:
-    width = max(len(feature["input_ids"]) for feature in features)
-    return {
-        "input_ids": torch.tensor([f["input_ids"] + [1] * (width - len(f["input_ids"])) for f in features]),
-        "attention_mask": torch.tensor(
-            [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
-        ),
-        "labels": torch.tensor([f["labels"] for f in features]),
-    }
-
-
 class StepTimer(TrainerCallback):
     """Wall and CPU time of each optimizer step after the first few (which include allocation and warm-up)."""
 
     def __init__(self) -> None:
-        self.started = (0.0, 0.0)
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
+        self.started, self.wall, self.cpu = (0.0, 0.0), [], []
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.started = (time.perf_counter(), time.process_time())
@@ -98,17 +78,11 @@ def step_durations(weighted: bool, dataset: SyntheticSentences, hidden: int, lay
             use_cpu=True,
             dataloader_pin_memory=False,
         )
-        common = {"model": model, "args": args, "train_dataset": dataset, "data_collator": pad, "callbacks": [timer]}
-        if weighted:
-            counts = [dataset.labels.count(label) for label in range(len(TYPE_SHARES))]
-            trainer = WeightedTrainer(
-                **common,
-                class_weights=class_weights_from_counts(counts, "balanced"),
-                sample_weights=sample_weights_for(dataset.labels),
-            )
-        else:
-            trainer = Trainer(**common)
-        trainer.train()
+        common = {"model": model, "args": args, "train_dataset": dataset, "callbacks": [timer]}
+        counts = [dataset.labels.count(label) for label in range(len(TYPE_SHARES))]
+        weights = {"class_weights": class_weights_from_counts(counts, "balanced")}
+        weights["sample_weights"] = sample_weights_for(dataset.labels)
+        (WeightedTrainer(**common, **weights) if weighted else Trainer(**common)).train()
     return timer
 
 
