@@ -456,7 +456,7 @@ def save_package(
     """output_dir/model, whole or not at all: the best model, its tokenizer, metrics, confusion matrices and card
     (the test split's metrics if any, else the validation split's; the hyper-parameters as the run used them) —
     nothing of the training state, so the folder can be published as it is."""
-    split = "test" if "test" in evaluations else "eval"
+    shown = "test" if "test" in evaluations else "eval"
     counts = label_counts(splits["train"], SENTENCE_TYPES)
     mix = ", ".join(f"{name} {count}" for name, count in zip(SENTENCE_TYPES, counts, strict=True))
     procedure = {
@@ -474,9 +474,9 @@ def save_package(
         "best checkpoint by": args.metric_for_best_model,
         "seed": args.seed,
     }
-    evaluated = f"{names[split]} ({len(splits[split])} sentences)"
+    evaluated = f"{names[shown]} ({len(splits[shown])} sentences)"
     card = {
-        "metrics": {**evaluations[split]["metrics"], "eval_dataset": evaluated},
+        "metrics": {**evaluations[shown]["metrics"], "eval_dataset": evaluated},
         "training_procedure": procedure,
         "datasets_note": f"`{names['train']}`: {sum(counts)} sentences ({mix}).",
         "license": model_args.license,
