@@ -1,27 +1,23 @@
-"""Time and peak memory of converting a base-size checkpoint (12 layers, hidden 768, vocabulary 32000: ~440 MB).
+"""Time and peak memory of converting a base-size checkpoint (12 layers, hidden 768, vocabulary 32000: ~440 MB),
+with a process that only imports the converter and a naive `torch.load` + `save_file` as baselines in the same run.
+Goal: converter peak RSS < 2x the checkpoint's size. How it measures: docs/benchmarks.md.
 
     python benchmarks/bench_convert.py [--quick]
-
-Builds a training-run folder with random weights in a temporary directory, then runs the converter in a child
-process and reads that process's peak RSS (VmHWM, Linux) and, separately, the peak of the fresh verification
-process it starts (polled). Baselines measured in the same run: a process that only imports the converter, and a
-naive conversion (`torch.load` without mmap + `safetensors.save_file`). Goal: converter peak RSS < 2x the
-checkpoint's size. `--quick` uses 2 layers instead of 12 (~150 MB) for a fast check.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+import psutil
 import torch
+from bench_common import PeakMemory, child_env
 from torch import nn
 from transformers import AutoTokenizer, RobertaConfig, RobertaModel
 
@@ -53,18 +49,6 @@ NAIVE_CHILD = (
     + "save_file({k: v.contiguous() for k, v in state.items()}, sys.argv[2])\nrc = 0\n"
     + CHILD_RESULT
 )
-POLL_SECONDS = 0.02
-
-
-class TrainingModule(nn.Module):
-    """The shape of the private training module: encoder with pooler, dropout, linear head."""
-
-    def __init__(self, num_layers: int) -> None:
-        super().__init__()
-        config = RobertaConfig(**{**KO_SROBERTA_ENCODER, "num_hidden_layers": num_layers})
-        self.encoder = RobertaModel(config)
-        self.dropout = nn.Dropout(0.1)
-        self.classifier = nn.Linear(config.hidden_size, 4)
 
 
 def save_base_size_tokenizer(folder: Path) -> None:
@@ -82,7 +66,11 @@ def save_base_size_tokenizer(folder: Path) -> None:
 
 def build_run_folder(folder: Path, num_layers: int) -> Path:
     save_base_size_tokenizer(folder / "tokenizer")
-    module = TrainingModule(num_layers)
+    config = RobertaConfig(**{**KO_SROBERTA_ENCODER, "num_hidden_layers": num_layers})
+    # the private training module's shape: encoder with pooler, dropout, linear head
+    module = nn.ModuleDict(
+        {"encoder": RobertaModel(config), "dropout": nn.Dropout(0.1), "classifier": nn.Linear(config.hidden_size, 4)}
+    )
     checkpoint = folder / "best.pt"
     torch.save({"model_state_dict": module.state_dict(), "epoch": 5, "best_macro_f1": 0.8153}, checkpoint)
     export_config = {"backbone": "jhgan/ko-sroberta-multitask", "max_length": 256, "pooling": "mean"}
@@ -90,48 +78,16 @@ def build_run_folder(folder: Path, num_layers: int) -> Path:
     return checkpoint
 
 
-def descendants(pid: int) -> list[int]:
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    return [grandchild for child in map(int, children) for grandchild in [child, *descendants(child)]]
-
-
-def peak_rss_mb(pid: int) -> float:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    fields = status.split("VmHWM:")  # a process that is exiting has no memory fields left
-    return int(fields[1].split()[0]) / 1024 if len(fields) == 2 else 0.0
-
-
 def run_child(code: str, args: list[str]) -> dict:
     """Run a measured child; poll its descendants' high-water marks (the verification process) while it runs."""
     child = subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env()
     )
-    peaks: dict[int, float] = {}
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.wait(POLL_SECONDS):
-            for pid in descendants(child.pid):
-                peaks[pid] = max(peaks.get(pid, 0.0), peak_rss_mb(pid))
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    stdout, stderr = child.communicate()
-    stop.set()
-    poller.join()
+    with PeakMemory(lambda: [process.pid for process in psutil.Process(child.pid).children(recursive=True)]) as memory:
+        stdout, stderr = child.communicate()
     if child.returncode != 0:
         raise SystemExit(f"child failed:\n{stdout[-2000:]}\n{stderr[-4000:]}")
-    return {**json.loads(stdout.strip().splitlines()[-1]), "descendants_mb": max(peaks.values(), default=0.0)}
+    return {**json.loads(stdout.strip().splitlines()[-1]), "descendants_mb": memory.peak}
 
 
 def main() -> None:
