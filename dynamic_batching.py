@@ -64,8 +64,7 @@ class DynamicBatcher(Generic[Item, Result]):
         return len(self._jobs)
 
     def submit(self, items: Sequence[Item]) -> Future:
-        """Queue a job; its future gets one result per item, in order, or the exception `process` raised.
-        Raises `QueueFull` or `BatcherClosed` without queueing anything."""
+        """Queue a job (or raise `QueueFull` or `BatcherClosed`); its future gets one result per item, in order."""
         job = _Job(items)
         with self._changed:
             if self._closed:

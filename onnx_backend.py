@@ -37,8 +37,7 @@ AUTO_PRECISION_ORDER = ("int8", "fp32")
 
 
 def output_name(head: str) -> str:
-    """The graph output of a head: `logits` for the sentence type (as every sequence classifier names it, so that
-    Optimum's ORTModelForSequenceClassification reads it), `<axis>_logits` for an attribute head."""
+    """`logits` for the type (as Optimum's ORTModelForSequenceClassification reads it), else `<axis>_logits`."""
     return "logits" if head == TYPE_HEAD else f"{head}_logits"
 
 
@@ -171,8 +170,7 @@ def read_tokenizer(folder: Path, model: str | os.PathLike) -> Tokenizer:
 
 
 def session_options(threads: int | None) -> onnxruntime.SessionOptions:
-    """One intra-op pool of `threads` (else OMP_NUM_THREADS, which onnxruntime's default build never reads itself,
-    else onnxruntime's one per core), no inter-op pool."""
+    """`threads`, else OMP_NUM_THREADS (onnxruntime's default build never reads it), else one per core."""
     options = onnxruntime.SessionOptions()
     if threads is None and os.environ.get(THREADS_VARIABLE, "").strip().isdigit():
         threads = int(os.environ[THREADS_VARIABLE])

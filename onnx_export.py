@@ -42,8 +42,7 @@ PROBE_SENTENCES = [
 
 
 class OnnxExportWrapper(nn.Module):
-    """What the exporter traces: (input_ids, attention_mask) → the type logits, then each attribute head's, as a
-    plain tuple (a ModelOutput's optional fields would make the graph's outputs depend on its arguments)."""
+    """The logits of every head as a plain tuple: a ModelOutput's optional fields would vary the graph's outputs."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -210,9 +209,7 @@ def _megabytes(path: Path) -> str:
 
 @contextlib.contextmanager
 def quiet_libraries() -> Iterator[None]:
-    """Silence what torch, transformers and onnxruntime print while loading, tracing and quantizing (progress bars,
-    graph dumps of a failed trace, advice about torchvision or pre-processing): the export reports what matters in
-    its own lines. KOSENTTYPE_DEBUG=1 lets it all through."""
+    """Silence the libraries' prints and logs (the export reports in its own lines); KOSENTTYPE_DEBUG=1 keeps them."""
     if os.environ.get(DEBUG_VARIABLE):
         yield
         return

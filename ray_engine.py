@@ -44,8 +44,8 @@ os.environ.update(IMPORT_SWITCHES)
 try:
     import pyarrow as pa
     import ray
-    from ray.data import ActorPoolStrategy, DataContext, Datasink, Datasource, ReadTask
-    from ray.data.block import BlockAccessor, BlockMetadata
+    from ray.data import ActorPoolStrategy, DataContext, Datasink
+    from ray.data.block import BlockAccessor
 except ImportError as missing:  # the ray extra is optional; the local engine never imports this module
     raise KoSentTypeError(
         f"--engine ray needs the ray extra ({missing.name} is not installed): pip install 'kosenttype[ray]'"
@@ -86,39 +86,20 @@ def block_predictions(block: pa.Table) -> Iterator[tuple[tuple[int, int], Predic
         yield (file_index, position), pickle.loads(record)
 
 
-def read_blocks(file_index: int, input_file: InputFile, reading: dict[str, Any], chunk_size: int) -> Iterator[pa.Table]:
-    """One file's records as tables of `chunk_size` rows, never the whole file as Python objects."""
-    records = read_input_file(input_file, **reading)
+def read_blocks(
+    files: list[InputFile], reading: dict[str, Any], chunk_size: int, batch: pa.Table
+) -> Iterator[pa.Table]:
+    """The records of the batch's one input file as tables of `chunk_size` rows, never the whole file in memory."""
+    file_index = batch["file_index"][0].as_py()
+    records = read_input_file(files[file_index], **reading)
     position = 1
     while chunk := list(islice(records, chunk_size)):
         yield records_block(file_index, position, chunk)
         position += len(chunk)
 
 
-class InputFilesDatasource(Datasource):
-    """The input files as a Ray dataset: one read task per file, in the files' order."""
-
-    def __init__(self, files: list[InputFile], reading: dict[str, Any], chunk_size: int) -> None:
-        super().__init__()
-        self.files, self.reading, self.chunk_size = files, reading, chunk_size
-
-    def estimate_inmemory_data_size(self) -> int | None:
-        return None
-
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None):
-        return [
-            ReadTask(
-                partial(read_blocks, index, input_file, self.reading, self.chunk_size),
-                BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=[input_file.path]),
-                schema=BLOCK_SCHEMA,
-            )
-            for index, input_file in enumerate(self.files)
-        ]
-
-
 class BlockClassifier:
-    """`map_batches`' callable class: Ray builds one per worker, which sets its threads, loads the model once and
-    classifies a block per call with the local engine's `classify_chunk`."""
+    """`map_batches`' callable class: one per worker, loading the model once, classifying a block per call."""
 
     def __init__(self, model: str, loading: dict[str, Any], settings: EngineSettings, threads: int) -> None:
         limit_threads(threads, loading["backend"])
@@ -156,8 +137,7 @@ def shard_format(path: str, requested: str | None) -> str:
 
 
 def shard_table(records: list[dict[str, Any]], with_top_k: bool, with_attributes: bool) -> pa.Table:
-    """The CSV output's columns (a non-string id, top_k and attributes as JSON text) plus input_file and
-    input_record, the same in every shard."""
+    """The CSV output's columns (nested values as JSON text) and the origin, the same in every shard."""
     names = ["id", "label", "score", *["top_k"] * with_top_k, *["attributes"] * with_attributes, "error"]
     values = {name: [record.get(name) for record in records] for name in [*names, "input_file", "input_record"]}
     values["id"] = [value if value is None or isinstance(value, str) else json.dumps(value) for value in values["id"]]
@@ -291,8 +271,7 @@ def start_local_ray(num_cpus: int) -> None:
 
 @contextmanager
 def ray_session(address: str | None, local_cpus: int) -> Iterator[bool]:
-    """Ray for the length of the block (an instance the caller started is used and left running); yields whether
-    it runs on this machine only."""
+    """Ray for the length of the block (the caller's instance is left running); yields whether it is this machine."""
     if address:
         check_reachable(address)
     # Ray's C++ core would log to this terminal, at its default level a warning every Ray Data job triggers.
@@ -343,8 +322,7 @@ def plan_workers(requested: int | None, threads: int, device: str, resources: Ma
 
 
 def model_heads(model: str, revision: str | None) -> dict[str, list[str]]:
-    """The heads from config.json, read on the driver: a wrong --model fails before Ray starts, and the output's
-    columns (attributes or not) are known before the first record."""
+    """The heads, read on the driver: a wrong --model fails before Ray starts, and the output's columns are known."""
     try:
         return heads_from_config(read_model_config(model, revision))
     except (ValueError, KeyError, TypeError) as error:
@@ -423,17 +401,22 @@ class RayJob:
         return cls(args, files, folder, output_format, settings, len(model_heads(str(args.model), args.revision)) > 1)
 
     def build_dataset(self, workers: Workers) -> ray.data.Dataset:
-        """Read, cut into blocks of `chunk_size` records, classify on a fixed pool of workers. A read task's blocks
-        are merged up to Ray's block size in bytes, hence the streaming repartition. GPU workers get batches of
-        exactly `chunk_size` records (Ray requires a batch size with GPUs); CPU workers get whole blocks."""
+        """Read (a task per file), cut into blocks of `chunk_size` records (a task's blocks are merged up to Ray's
+        block size in bytes), classify on a fixed pool of workers: whole blocks, or exactly `chunk_size` records
+        on GPUs (Ray requires a batch size with GPUs)."""
         args, chunk_size = self.args, self.settings.chunk_size
         context = DataContext.get_current()
         context.execution_options.preserve_order = not self.folder_output
         context.enable_progress_bars = sys.stderr.isatty()
         context.print_on_execution_start = False
         reading = {"text_column": args.text_column, "id_column": args.id_column, "max_line_bytes": args.max_line_bytes}
-        source = InputFilesDatasource(self.files, reading, chunk_size)
-        records = ray.data.read_datasource(source, override_num_blocks=len(self.files), num_cpus=IO_TASK_CPUS)
+        indices = [{"file_index": index} for index in range(len(self.files))]
+        records = ray.data.from_items(indices, override_num_blocks=len(self.files)).map_batches(
+            partial(read_blocks, self.files, reading, chunk_size),
+            batch_size=1,
+            batch_format="pyarrow",
+            num_cpus=IO_TASK_CPUS,
+        )
         loading = {
             "backend": args.backend,
             "device": "cuda" if workers.gpus else "cpu",
@@ -479,8 +462,7 @@ class RayJob:
 
 
 def summary_line(counts: JobCounts, started: float, workers: Workers, destination: str) -> str:
-    """The run's report; with a single output also when the first records came back, the job's fixed cost
-    (starting Ray and the workers, loading the model) plus one block's work."""
+    """The run's report; with a single output also when the first records came back (the job's fixed cost)."""
     seconds = time.perf_counter() - started
     failed = sum(counts.failures.values())
     kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.failures.items()))
@@ -494,9 +476,7 @@ def summary_line(counts: JobCounts, started: float, workers: Workers, destinatio
 
 
 def run_ray_prediction(args: Any) -> int:
-    """`kosenttype-predict --engine ray`: predict's options plus ray_address, num_workers, threads_per_worker.
-
-    Exit status as the local engine's: 0 every record classified, 1 some failed (see their `error`)."""
+    """`kosenttype-predict --engine ray`; exit status as the local engine's (0 all classified, 1 some failed)."""
     started = time.perf_counter()
     job = RayJob.from_args(args)
     threads = args.threads_per_worker or 1

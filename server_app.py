@@ -172,10 +172,9 @@ class ServerMetrics:
 
 
 class ServerMiddleware:
-    """ASGI middleware: 413 for a body over `max_body_bytes`, from its Content-Length before reading a byte, or while
-    reading a body sent without one (chunked); and every request counted when it arrives and when its response is
-    complete, by route template (unknown paths count as "other", so that random URLs can't grow the metrics) and
-    status, with its duration."""
+    """ASGI middleware: 413 for a body over `max_body_bytes` (from Content-Length, or while reading a chunked one);
+    each request counted when it arrives and when answered, by route template ("other" for unknown paths, so that
+    random URLs can't grow the metrics) and status."""
 
     def __init__(self, app: ASGIApp, metrics: ServerMetrics, max_body_bytes: int) -> None:
         self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
@@ -370,9 +369,8 @@ def logits_rows(classifier: Classifier, texts: list[str], settings: EngineSettin
 def text_classification_output(
     classifier: Classifier, type_logits: Sequence[np.ndarray], parameters: TextClassificationParameters | None
 ) -> list[list[dict[str, Any]]]:
-    """For each sentence, its labels and scores, highest first (ties in label order), the first `top_k` (default:
-    all). Scores by default the model's own (softmax, or a sigmoid per label for multi-label models), as
-    transformers' text-classification pipeline chooses."""
+    """Each sentence's labels and scores, highest first; by default the model's own scores, as transformers'
+    text-classification pipeline chooses (softmax, or a sigmoid per label for multi-label models)."""
     parameters = parameters or TextClassificationParameters()
     score = SCORE_FUNCTIONS.get(parameters.function_to_apply, classifier.probabilities)
     output = []
@@ -556,8 +554,7 @@ def create_app(service: InferenceService) -> FastAPI:
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A listening socket, so that a port in use is reported at once, before a model is loaded for nothing; from
-    now on connections wait in its backlog instead of being refused."""
+    """Bound at once, so that a port in use is reported before a model is loaded for nothing."""
     try:
         return socket.create_server(
             (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=2048
