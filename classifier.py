@@ -25,15 +25,14 @@ CPU_BATCH_TOKENS = 1024
 
 
 class Backend(Protocol):
-    """What runs the network. `device` is "cpu" or a GPU's name; `precision` one of fp32/bf16/fp16/int8."""
+    """What runs the network: `logits` gives one float32 array [batch, labels] per head ("type", then each attribute
+    head). `device` is "cpu" or a GPU's name; `precision` one of fp32/bf16/fp16/int8."""
 
     name: str
     device: str
     precision: str
 
-    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-        """One float32 array [batch, labels] per head: the sentence type under "type", then each attribute head."""
-        ...
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -97,26 +96,25 @@ class Classifier:
             settings, max_length=min(settings.max_length, self.max_length), max_batch_tokens=max_batch_tokens
         )
 
-    def token_ids(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
-        """Token ids of each text, special tokens included, truncated at `max_length`; no padding."""
+    def token_ids(self, texts: Sequence[str], max_length: int | None) -> list[list[int]]:
+        """Token ids of each text, special tokens included, truncated at `max_length` (None: not); no padding."""
         return [encoding.ids for encoding in self._tokenizer_truncating_at(max_length).encode_batch(list(texts))]
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """How many tokens each text has before any truncation (special tokens included)."""
-        return [len(encoding.ids) for encoding in self._tokenizer_truncating_at(None).encode_batch(list(texts))]
+        return [len(ids) for ids in self.token_ids(texts, None)]
 
     def _tokenizer_truncating_at(self, max_length: int | None) -> Tokenizer:
         """A private tokenizer per truncation length: `enable_truncation` changes a tokenizer in place, which would
         race between threads (the server's) or runs with other lengths; encoding itself is safe to share."""
-        tokenizer = self._tokenizers.get(max_length)
-        if tokenizer is None:
+        if max_length not in self._tokenizers:
             tokenizer = Tokenizer.from_str(self.tokenizer.to_str())  # unpadded: see classifier_from_config
             if max_length is None:
                 tokenizer.no_truncation()
             else:
                 tokenizer.enable_truncation(max_length)
             self._tokenizers[max_length] = tokenizer
-        return tokenizer
+        return self._tokenizers[max_length]
 
     def logits(self, texts: Sequence[str], settings: EngineSettings = EngineSettings()) -> dict[str, np.ndarray]:
         """Raw logits of every head for `texts`, in input order, run in length-sorted token-budgeted batches."""

@@ -8,6 +8,7 @@ import fnmatch
 import glob
 import io
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,16 +19,10 @@ from .errors import KoSentTypeError, one_line
 from .readers import open_input, read_parquet_records, read_records  # noqa: F401 - test_ray imports read_parquet_records here
 from .records import InputRecord
 
-SUFFIXES = {
-    ".txt": "txt",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
+TEXT_SUFFIXES = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+SUFFIXES = {**TEXT_SUFFIXES, ".parquet": "parquet", ".pq": "parquet"}
 FILE_FORMATS = ("csv", "jsonl", "txt", "parquet")
-GLOB_CHARACTERS = "*?["
+GLOB = re.compile(r"[*?[]")
 
 
 @dataclass(frozen=True)
@@ -55,7 +50,7 @@ def expand_inputs(spec: str, requested_format: str | None = None) -> list[InputF
 
 
 def expand_local(spec: str) -> list[str]:
-    if any(character in spec for character in GLOB_CHARACTERS):
+    if GLOB.search(spec):
         return matched(spec, [path for path in glob.glob(spec, recursive=True) if os.path.isfile(path)])
     if not os.path.exists(spec):
         raise KoSentTypeError(f"input file not found: {spec}")
@@ -103,11 +98,9 @@ def expand_uri(spec: str) -> list[str]:
 
     scheme = spec[: spec.index("://") + 3]
     filesystem, path = uri_filesystem(spec)
-    if any(character in path for character in GLOB_CHARACTERS):
-        root = path[: min(path.index(character) for character in GLOB_CHARACTERS if character in path)]
-        listing = filesystem.get_file_info(
-            fs.FileSelector(root.rpartition("/")[0], recursive=True, allow_not_found=True)
-        )
+    if GLOB.search(path):
+        root = GLOB.split(path, maxsplit=1)[0].rpartition("/")[0]  # the folder above the first glob character
+        listing = filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
         paths = [info.path for info in listing if info.is_file and fnmatch.fnmatchcase(info.path, path)]
         return [scheme + match for match in matched(spec, paths)]
     info = filesystem.get_file_info(path)

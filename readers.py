@@ -209,11 +209,9 @@ def read_parquet_records(
     number = 0
     try:
         for batch in parquet.iter_batches(1024, columns=[column] if id_name in (None, column) else [column, id_name]):
-            texts = batch.column(column).to_pylist()
-            ids = batch.column(id_name).to_pylist() if id_name else [None] * len(texts)
-            for text, record_id in zip(texts, ids, strict=True):
+            for row in batch.to_pylist():
                 number += 1
-                yield sentence_record(json_safe_id(record_id) if id_name else number, text, f"row {number}")
+                yield sentence_record(json_safe_id(row[id_name]) if id_name else number, row[column], f"row {number}")
     except (pa.ArrowException, OSError) as error:
         raise KoSentTypeError(f"{name}: cannot read the rows after row {number} ({one_line(error)})") from error
 

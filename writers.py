@@ -55,16 +55,13 @@ class CsvWriter:
 
     def write(self, prediction: Prediction) -> None:
         record = prediction.to_record(self.with_top_k)
-        for nested in ("top_k", "attributes"):
-            if nested in record:
-                record[nested] = json.dumps(record[nested], ensure_ascii=False, allow_nan=False)
-        # A lone surrogate can't be UTF-8: written as `\udXXX` instead.
-        self.writer.writerow(
-            {
-                key: value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
-                for key, value in record.items()
-            }
-        )
+        for key, value in record.items():
+            if key in ("top_k", "attributes"):
+                value = json.dumps(value, ensure_ascii=False, allow_nan=False)
+            if isinstance(value, str):  # a lone surrogate can't be UTF-8: written as `\udXXX`
+                value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+            record[key] = value
+        self.writer.writerow(record)
 
 
 def make_writer(output_format: str, stream: TextIO, with_top_k: bool, with_attributes: bool):
