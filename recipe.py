@@ -86,12 +86,6 @@ def _from_pretrained(loader: Any, source: str, option: str, **kwargs: Any) -> An
         raise KoSentTypeError(f"{option} {source}: cannot be loaded: {one_line(error)}") from None
 
 
-def load_tokenizer(model_name_or_path: str, tokenizer_name: str | None = None) -> PreTrainedTokenizerBase:
-    """The tokenizer of `tokenizer_name`, else of the starting model."""
-    option = "--tokenizer_name" if tokenizer_name else "--model_name_or_path"
-    return _from_pretrained(AutoTokenizer, tokenizer_name or model_name_or_path, option)
-
-
 def load_encoder_config(description: str | dict) -> dict:
     """The --encoder_config value: a JSON file, an inline JSON object, or (from a JSON config file) a dict."""
     if isinstance(description, dict):
@@ -104,16 +98,19 @@ def load_encoder_config(description: str | dict) -> dict:
         raise KoSentTypeError(f"--encoder_config {description!r:.80} is not a JSON file or a JSON object") from None
 
 
-def build_model(
+def starting_model(
     model_name_or_path: str,
+    tokenizer_name: str | None,
     encoder_config: str | dict | None,
-    tokenizer: PreTrainedTokenizerBase,
     max_seq_length: int,
     **config_overrides: Any,
-) -> KoSentTypeForSequenceClassification:
-    """A fresh encoder from `encoder_config`; else a saved kosenttype model to train further, or a pretrained
-    encoder with a new head. `config_overrides` (labels, pooling, …) apply to the config; None values are left.
-    The tokenizer's `model_max_length` becomes `max_seq_length`, capped at what the encoder's positions take."""
+) -> tuple[KoSentTypeForSequenceClassification, PreTrainedTokenizerBase]:
+    """(model, tokenizer): a fresh encoder from `encoder_config`, else a saved kosenttype model to train further or
+    a pretrained encoder with a new head; the tokenizer of `tokenizer_name`, else of the model. `config_overrides`
+    (labels, pooling, …) apply to the config unless None; the tokenizer's `model_max_length` becomes
+    `max_seq_length`, capped at what the encoder's positions take."""
+    option = "--tokenizer_name" if tokenizer_name else "--model_name_or_path"
+    tokenizer = _from_pretrained(AutoTokenizer, tokenizer_name or model_name_or_path, option)
     overrides = {key: value for key, value in config_overrides.items() if value is not None}
     option = "--model_name_or_path"
     if encoder_config is not None:
@@ -138,4 +135,4 @@ def build_model(
             f"--max_seq_length {max_seq_length} is more than the encoder takes; sentences are cut at "
             f"{tokenizer.model_max_length}."
         )
-    return model
+    return model, tokenizer

@@ -41,7 +41,7 @@ from kosenttype.errors import KoSentTypeError, one_line, run_command
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 from kosenttype.labelled_data import Example, label_counts
 from kosenttype.model_card import write_model_card
-from kosenttype.recipe import RECIPE, build_model, check_local_sources, load_encoder_config, load_tokenizer
+from kosenttype.recipe import RECIPE, check_local_sources, load_encoder_config, starting_model
 from kosenttype.weighting import WeightedTrainer, class_weights_from_counts, sample_weights_for
 
 logger = logging.getLogger(__name__)
@@ -158,10 +158,7 @@ def preferred_mixed_precision() -> tuple[bool, bool]:
     return (True, False) if is_torch_bf16_gpu_available() else (False, is_torch_cuda_available())
 
 
-Arguments = tuple[ModelArguments, DataTrainingArguments, KoSentTypeTrainingArguments]
-
-
-def parse_arguments(argv: Sequence[str]) -> Arguments:
+def parse_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataTrainingArguments, KoSentTypeTrainingArguments]:
     """Command-line flags, or one JSON file holding them all; what neither sets is the recipe's."""
     parser = HfArgumentParser(
         (ModelArguments, DataTrainingArguments, KoSentTypeTrainingArguments),
@@ -363,12 +360,11 @@ def fit(
     evaluate, save the package and its card."""
     set_seed(training_args.seed)
     attributes = data_args.attributes
-    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.tokenizer_name)
-    model = build_model(
+    model, tokenizer = starting_model(
         model_args.model_name_or_path,
+        model_args.tokenizer_name,
         model_args.encoder_config,
-        tokenizer,
-        max_seq_length=data_args.max_seq_length,
+        data_args.max_seq_length,
         id2label=dict(enumerate(SENTENCE_TYPES)),
         pooling=model_args.pooling,
         classifier_dropout=model_args.classifier_dropout,
