@@ -1,35 +1,18 @@
-"""kosenttype-serve under many concurrent clients, against offline kosenttype-predict, at the real backbone's size.
+"""kosenttype-serve under many concurrent clients against offline kosenttype-predict, at the real backbone's size:
+sentences/s, latency and sentences per forward pass at 1-64 clients, with batching and without. Set-up and how the
+rounds are taken: docs/benchmarks.md.
 
     python benchmarks/bench_serve.py [--sentences 512] [--precision auto] [--threads N] [--repeats 2]
-
-The model has the real backbone's shape (RoBERTa, 12 layers, hidden 768, vocabulary 32,000) with random weights and
-a WordPiece tokenizer trained on one half of ../shared/data/dacon/train.csv; the timed sentences are the other half
-(read-only; without the file, the package's own data/sample_sentences.jsonl is used for both). Measured in one run:
-
-  (1) offline `kosenttype-predict` on the sentences at the same precision and threads: the sentences/s it reports
-      itself (model loading excluded);
-  (2) `kosenttype-serve` with its default batching, clients on loopback each sending one sentence per request
-      (POST /, the Inference API route) in a closed loop: sentences/s, p50/p99 latency, mean sentences per forward
-      pass (from /metrics), and requests sent = requests answered with 200, at 1, 4, 16 and 64 clients;
-  (3) the same server with batching off (`--max_batch_size 1`: one sentence per forward pass, the naive server),
-      at 64 clients.
-
-(1), (2) at 64 clients and (3) run interleaved, `--repeats` rounds, and each keeps its best round: on a shared
-machine the fastest round is the least disturbed. Both servers stay up the whole run (an idle one uses no CPU).
-Client, server and model share the machine, so the clients' own CPU time is part of what the server's figure pays.
-Each phase stops sending after `--phase_seconds` and waits for what it sent; every server is stopped by SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,36 +22,28 @@ from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
-from bench_common import DACON_CSV, backbone_shaped_model
+import psutil
+from bench_common import DACON_CSV, backbone_shaped_model, child_env, json_child, load_dacon
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_SENTENCES = REPO / "data" / "sample_sentences.jsonl"
+SAMPLE_SENTENCES = Path(__file__).resolve().parents[1] / "data" / "sample_sentences.jsonl"
 CONCURRENCY = (1, 4, 16, 64)
 PHASE_SECONDS = 30  # a phase stops sending after this long, so that a slow machine still finishes in minutes
 PHASE_TIMEOUT_S = 240
 STARTUP_TIMEOUT_S = 300
 
 
-def load_sentences(count: int, seed: int = 0) -> tuple[list[str], list[str], str]:
+def load_sentences(count: int) -> tuple[list[str], list[str], str]:
     """(sentences to fit the tokenizer on, sentences to time, where they came from)."""
     if DACON_CSV.is_file():
-        with DACON_CSV.open(encoding="utf-8", newline="") as stream:
-            rows = [row["문장"] for row in csv.DictReader(stream)]
-        random.Random(seed).shuffle(rows)
-        half = len(rows) // 2
-        return rows[:half], rows[half : half + count], f"{DACON_CSV.name} (held-out half)"
+        fit, measure = load_dacon(DACON_CSV)
+        return [text for text, _ in fit], [text for text, _ in measure[:count]], f"{DACON_CSV.name} (held-out half)"
     rows = [json.loads(line)["sentence"] for line in SAMPLE_SENTENCES.read_text(encoding="utf-8").splitlines()]
-    random.Random(seed).shuffle(rows)
+    random.Random(0).shuffle(rows)
     return rows, (rows * (count // len(rows) + 1))[:count], f"{SAMPLE_SENTENCES.name} (repeated)"
 
 
-def child_env() -> dict[str, str]:
-    """Children inherit OMP_NUM_THREADS (set by --threads): predict and the server then use the same threads."""
-    return {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-
-# Offline predict's engine call: `Classifier.classify` with kosenttype-predict's defaults (chunks of 1,024 sentences
-# sorted by length, batches of 64 within the device's token budget), after a warm-up, in a child process.
+# Offline predict's engine call: `Classifier.classify` with kosenttype-predict's defaults, after a warm-up.
+# Children inherit OMP_NUM_THREADS (set by --threads): predict and the server then use the same threads.
 OFFLINE_CHILD = """
 import json, sys, time
 from kosenttype.engine import load_classifier
@@ -85,22 +60,14 @@ print(json.dumps({"rate": count / wall, "cpu_rate": count / cpu}))
 
 def offline_rates(model_dir: Path, input_file: Path, precision: str) -> dict:
     """Offline predict's sentences per second of wall time ("rate") and of CPU time ("cpu_rate")."""
-    completed = subprocess.run(
-        [sys.executable, "-c", OFFLINE_CHILD, str(model_dir), str(input_file), precision],
-        capture_output=True,
-        text=True,
-        timeout=PHASE_TIMEOUT_S + STARTUP_TIMEOUT_S,
-        env=child_env(),
-    )
-    if completed.returncode != 0:
-        raise SystemExit(f"offline predict failed: {completed.stderr[-2000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    argv = [sys.executable, "-c", OFFLINE_CHILD, str(model_dir), str(input_file), precision]
+    return json_child(argv, "offline predict", timeout=PHASE_TIMEOUT_S + STARTUP_TIMEOUT_S)
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process so far, all its threads."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 class Server:
@@ -133,7 +100,7 @@ class Server:
 
     def stop(self) -> str:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.terminate()
             try:
                 self.process.wait(120)
             except subprocess.TimeoutExpired:
@@ -142,75 +109,54 @@ class Server:
         return self.log.read_text(errors="replace").strip().splitlines()[-1]
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection that POSTs JSON and reads the answer: a load generator as light as `wrk`'s,
-    so that the clients' own CPU time (httpx spends 2-5 ms per request) takes as little as possible from the server
-    they share the machine with. Answers are checked (status 200, one list per input) and counted."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
-        self.reader, self.writer, self.host = reader, writer, host
-
-    @classmethod
-    async def open(cls, url: str) -> Connection:
-        parsed = urlsplit(url)
-        reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
-        return cls(reader, writer, parsed.netloc)
-
-    async def post(self, body: dict) -> tuple[int, object]:
-        payload = json.dumps(body, ensure_ascii=False).encode()
-        head = f"POST / HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-        self.writer.write(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
-        await self.writer.drain()
-        response_head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(response_head.split(b" ", 2)[1])
-        length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", response_head).group(1))
-        return status, json.loads(await self.reader.readexactly(length))
-
-    async def close(self) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
+async def post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, body: dict) -> tuple[int, object]:
+    """POST JSON on a keep-alive HTTP/1.1 connection: a load generator as light as `wrk`'s, so that the clients' own
+    CPU time (httpx spends 2-5 ms per request) takes as little as possible from the server sharing the machine."""
+    payload = json.dumps(body, ensure_ascii=False).encode()
+    head = (
+        f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    writer.write(head.encode() + payload)
+    await writer.drain()
+    response_head = await reader.readuntil(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", response_head).group(1))
+    return int(response_head.split(b" ", 2)[1]), json.loads(await reader.readexactly(length))
 
 
 async def closed_loop(url: str, sentences: list[str], concurrency: int, seconds: float) -> dict:
     """`concurrency` clients, each on its own connection, sending its next sentence as soon as its previous answer
-    arrives, until the sentences run out or `seconds` have passed (requests already sent are waited for)."""
+    arrives, until the sentences run out or `seconds` have passed (requests already sent are waited for). Answers
+    are checked (status 200, one list per input) and counted."""
     pending = list(reversed(sentences))
     latencies: list[float] = []
-    sent = failures = 0
+    sent = 0
     started = time.perf_counter()
+    address = urlsplit(url)
 
     async def client_loop() -> None:
-        nonlocal sent, failures
-        connection = await Connection.open(url)
+        nonlocal sent
+        reader, writer = await asyncio.open_connection(address.hostname, address.port)
         try:
             while pending and time.perf_counter() - started < seconds:
                 sentence = pending.pop()
                 sent += 1
                 request_started = time.perf_counter()
-                status, answer = await connection.post({"inputs": sentence})
+                status, answer = await post(reader, writer, address.netloc, {"inputs": sentence})
                 if status == 200 and isinstance(answer, list) and len(answer) == 1:
                     latencies.append(time.perf_counter() - request_started)
-                else:
-                    failures += 1
         finally:
-            await connection.close()
+            writer.close()
+            await writer.wait_closed()
 
     await asyncio.wait_for(asyncio.gather(*(client_loop() for _ in range(concurrency))), PHASE_TIMEOUT_S)
-    elapsed = time.perf_counter() - started
     return {
         "concurrency": concurrency,
         "sent": sent,
         "answered": len(latencies),
-        "failed": failures,
-        "rate": len(latencies) / elapsed,
+        "rate": len(latencies) / (time.perf_counter() - started),
         "p50_ms": 1000 * float(np.percentile(latencies, 50)),
         "p99_ms": 1000 * float(np.percentile(latencies, 99)),
     }
-
-
-def warm_up(server: Server, sentences: list[str]) -> None:
-    """Unmeasured requests first: the first forward passes pay for kernel selection and allocation."""
-    asyncio.run(closed_loop(server.url, sentences[:32], 8, PHASE_SECONDS))
 
 
 def run_phase(server: Server, sentences: list[str], concurrency: int, seconds: float) -> dict:
@@ -282,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             "naive": Server(model_dir, folder / "naive.log", *common, "--max_batch_size", "1"),
         }
         try:
-            for server in servers.values():
-                warm_up(server, sentences)
+            for server in servers.values():  # unmeasured: the first forward passes pay for kernels and allocation
+                asyncio.run(closed_loop(server.url, sentences[:32], 8, PHASE_SECONDS))
             sweep = [
                 run_phase(servers["batched"], sentences[: 32 * clients], clients, arguments.phase_seconds)
                 for clients in CONCURRENCY[:-1]
@@ -313,9 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, result in results:
         print_row(name, result, offline)
-    every_answered = all(result["sent"] == result["answered"] for _, result in results) and all(
-        result["sent"] == result["answered"] for name in ("batched", "naive") for result in rounds[name]
-    )
+    every_answered = all(result["sent"] == result["answered"] for result in sweep + rounds["batched"] + rounds["naive"])
     print(
         f"\nbatched server at 64 clients: {batched['rate'] / offline['rate']:.0%} of offline predict's sentences/s "
         f"and {batched['cpu_rate'] / offline['cpu_rate']:.0%} of its sentences per CPU-s (target >= 80%); "
