@@ -87,8 +87,7 @@ def convert(args: ConversionArguments) -> Path:
     tokenizer, tokenizer_source = side_files.load_tokenizer(files, backbone)
     check_tokenizer_fits(len(tokenizer), layout.vocabulary_rows, tokenizer_source)
     model, mapping = build_model(config, layout)
-    for line in mapping.summary(args.verbose):
-        report(line)
+    report("\n".join(mapping.summary(args.verbose)))
 
     with staged_folder(output_dir, replace=args.overwrite) as staging:
         model.save_pretrained(staging)
@@ -120,26 +119,21 @@ def onnx_step(args: ConversionArguments) -> Callable[[Path], Any] | None:
     return lambda folder: export_onnx(folder, folder / ONNX_FOLDER, quantize=args.onnx_quantize, report=report)
 
 
-def push_folder(folder: Path, args: ConversionArguments) -> str:
-    """Create the repository if needed and upload the folder; the token comes from HF_TOKEN or `hf auth login`."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    try:
-        repo_url = api.create_repo(args.push_to_hub, private=args.private, exist_ok=True)
-        api.upload_folder(repo_id=args.push_to_hub, folder_path=folder, commit_message=args.commit_message)
-    except Exception as error:
-        failure = f"{folder} was written, but pushing it to {args.push_to_hub} failed: {one_line(error, 300)}"
-        raise KoSentTypeError(failure) from None
-    return str(repo_url)
-
-
 def run(argv: list[str] | None) -> int:
     parser = HfArgumentParser(ConversionArguments, prog=PROGRAM, description=__doc__.split("\n\n")[0])
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     output_dir = convert(args)
-    if args.push_to_hub:
-        report(f"published: {push_folder(output_dir, args)}")
+    if args.push_to_hub:  # the token comes from HF_TOKEN or `hf auth login`
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        try:
+            repo_url = api.create_repo(args.push_to_hub, private=args.private, exist_ok=True)
+            api.upload_folder(repo_id=args.push_to_hub, folder_path=output_dir, commit_message=args.commit_message)
+        except Exception as error:
+            failure = f"{output_dir} was written, but pushing it to {args.push_to_hub} failed: {one_line(error, 300)}"
+            raise KoSentTypeError(failure) from None
+        report(f"published: {repo_url}")
     return 0
 
 

@@ -114,15 +114,7 @@ def build_model(
 
     with init_empty_weights(include_buffers=False):
         model = KoSentTypeForSequenceClassification(config)
-    weights = map_weights(layout, model)
-    state_dict = weights.state_dict
-    weights.casts = sorted({str(t.dtype) for t in state_dict.values() if t.is_floating_point()} - {"torch.float32"})
-    model.load_state_dict({k: t.float() if t.is_floating_point() else t for k, t in state_dict.items()}, assign=True)
-    return model.eval(), weights
-
-
-def map_weights(layout: SourceLayout, model: torch.nn.Module) -> MappedWeights:
-    """Source encoder keys onto the target encoder's, the head onto `classifier`; fail on anything left over."""
+    # Source encoder keys onto the target encoder's, the head onto `classifier`; anything left over is an error.
     target = model.state_dict()
     target_encoder = {key.removeprefix(TARGET_ENCODER): key for key in target if key.startswith("kosenttype.")}
     weights, unexpected = MappedWeights(layout), {}
@@ -150,4 +142,7 @@ def map_weights(layout: SourceLayout, model: torch.nn.Module) -> MappedWeights:
     ]
     if any(problems):
         raise KoSentTypeError("the checkpoint does not fit the architecture; " + "; ".join(filter(None, problems)))
-    return weights
+    state_dict = weights.state_dict
+    weights.casts = sorted({str(t.dtype) for t in state_dict.values() if t.is_floating_point()} - {"torch.float32"})
+    model.load_state_dict({k: t.float() if t.is_floating_point() else t for k, t in state_dict.items()}, assign=True)
+    return model.eval(), weights
