@@ -338,11 +338,6 @@ class InferenceService:
             },
         }
 
-    def metrics_text(self) -> str:
-        batcher = self.batcher
-        queued = (batcher.queued_items, batcher.queued_jobs) if batcher is not None else (0, 0)
-        return self.metrics.exposition(*queued, ready=self.ready)
-
 
 def checked_texts(texts: Sequence[Any], single: bool, limits: ServingLimits) -> list[str]:
     """The request's sentences, or a 4xx naming the first one that can't be classified."""
@@ -363,7 +358,7 @@ def checked_texts(texts: Sequence[Any], single: bool, limits: ServingLimits) -> 
 def logits_rows(classifier: Classifier, texts: list[str], settings: EngineSettings) -> list[dict[str, np.ndarray]]:
     """One engine call for the whole dynamic batch, split back into one {head: logits} row per sentence."""
     logits = classifier.logits(texts, settings)
-    return [{head: values[row] for head, values in logits.items()} for row in range(len(texts))]
+    return [dict(zip(logits, values, strict=True)) for values in zip(*logits.values(), strict=True)]
 
 
 def text_classification_output(
@@ -548,7 +543,10 @@ def create_app(service: InferenceService) -> FastAPI:
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:
         """Prometheus text exposition format."""
-        return Response(service.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        batcher = service.batcher
+        queued = (batcher.queued_items, batcher.queued_jobs) if batcher is not None else (0, 0)
+        text = service.metrics.exposition(*queued, ready=service.ready)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
 
