@@ -9,6 +9,7 @@ import glob
 import io
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
 from .errors import KoSentTypeError, one_line
-from .readers import open_input, read_parquet_records, read_records  # noqa: F401 - test_ray imports read_parquet_records here
+from .readers import read_parquet_records, read_records  # noqa: F401 - test_ray imports read_parquet_records here
 from .records import InputRecord
 
 TEXT_SUFFIXES = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -115,17 +116,25 @@ def expand_uri(spec: str) -> list[str]:
 
 @contextmanager
 def open_input_file(path: str) -> Iterator[BinaryIO]:
-    """A local file (through `readers.open_input`, with its checks) or an object in storage, as a binary stream."""
-    if not is_uri(path):
-        with open_input(path) as stream:
-            yield stream
+    """The input as bytes: standard input for `-`, a local file (refused up front when missing or a folder), or an
+    object in storage."""
+    if path == "-":
+        yield sys.stdin.buffer
         return
-    filesystem, inner = uri_filesystem(path)
+    if not is_uri(path) and not os.path.exists(path):
+        raise KoSentTypeError(f"input file not found: {path}")
+    if not is_uri(path) and os.path.isdir(path):
+        raise KoSentTypeError(f"input is a folder, not a file: {path}")
     try:
-        native = filesystem.open_input_file(inner)
+        if is_uri(path):
+            filesystem, inner = uri_filesystem(path)
+            stream = io.BufferedReader(filesystem.open_input_file(inner))  # pyarrow's own have no readline(limit)
+        else:
+            stream = open(path, "rb")  # noqa: SIM115 - closed below, after the generator using it is done
     except (OSError, ValueError) as error:
-        raise KoSentTypeError(f"cannot read input {path}: {one_line(error)}") from error
-    with native, io.BufferedReader(native) as stream:  # pyarrow's own files have no readline(limit)
+        reason = error.strerror if isinstance(error, OSError) and not is_uri(path) else one_line(error)
+        raise KoSentTypeError(f"cannot read input {path}: {reason}") from error
+    with stream:
         yield stream
 
 

@@ -20,8 +20,8 @@ from kosenttype.atomic_output import check_writable_file, refuse_input_as_output
 from kosenttype.command_line import add_model_arguments, check_at_least, load_from_arguments
 from kosenttype.engine import CPU_BATCH_TOKENS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, EngineSettings, limit_threads
 from kosenttype.errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, run_command
-from kosenttype.input_files import FILE_FORMATS, file_format
-from kosenttype.readers import DEFAULT_MAX_LINE_BYTES, open_input, read_records
+from kosenttype.input_files import FILE_FORMATS, file_format, open_input_file
+from kosenttype.readers import DEFAULT_MAX_LINE_BYTES, read_records
 from kosenttype.writers import OUTPUT_FORMATS, infer_output_format, make_writer, open_output
 
 PROGRAM = "kosenttype-predict"
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         limit_threads(args.threads, args.backend)
     if not sys.stderr.isatty():  # no download bars in logs and pipes (the torch backend quiets its loading bar)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    with open_input(args.input) as source:  # before loading the model: a typo in a path should fail fast
+    with open_input_file(args.input) as source:  # before loading the model: a typo in a path should fail fast
         classifier = load_from_arguments(args)
         print(
             f"{PROGRAM}: {args.model} on {classifier.device} in {classifier.precision} ({args.backend})",

@@ -8,10 +8,7 @@ import codecs
 import csv
 import json
 import math
-import os
-import sys
 from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from itertools import count
@@ -23,24 +20,6 @@ from .records import InputRecord, LineError, sentence_record, text_error
 DEFAULT_TEXT_COLUMNS = ("sentence", "text", "문장")
 # 64 KiB: about 21,000 Hangul syllables, a hundred times the longest sentence the model reads (256 tokens).
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
-
-
-@contextmanager
-def open_input(path: str) -> Iterator[BinaryIO]:
-    """The input as bytes (standard input for `-`), refused up front when missing or a folder."""
-    if path == "-":
-        yield sys.stdin.buffer
-        return
-    if not os.path.exists(path):
-        raise KoSentTypeError(f"input file not found: {path}")
-    if os.path.isdir(path):
-        raise KoSentTypeError(f"input is a folder, not a file: {path}")
-    try:
-        stream = open(path, "rb")  # noqa: SIM115 - closed below, after the generator using it is done
-    except OSError as error:
-        raise KoSentTypeError(f"cannot read input {path}: {error.strerror}") from error
-    with stream:
-        yield stream
 
 
 @dataclass
