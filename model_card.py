@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .atomic_output import write_text_atomically
 
@@ -91,7 +91,6 @@ def write_model_card(
     ordered = [label for label in config.id2label.values() if label in per_label]
     ordered += [label for label in per_label if label not in ordered]
     attributes = metrics.get("attributes") or {}
-    axes = {"type": metrics, **attributes} if attributes else {}  # one row per axis, when there are attribute heads
     card = ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
@@ -118,34 +117,12 @@ def write_model_card(
             {"axis": axis, "labels": list(names)} for axis, names in (getattr(config, "attributes", None) or {}).items()
         ],
         eval_dataset=metrics.get("eval_dataset"),
-        headline=[(pretty_name, _score(metrics[key])) for key, (_, pretty_name, _) in headline.items()],
-        per_label=[_per_label_cells(label, per_label[label]) for label in ordered],
-        axes=[_axis_row(name, scores) for name, scores in axes.items()],
-        combined_exact_match=_score(metrics.get("combined_exact_match"), absent=None),
-        dacon_weighted_f1=_score(metrics.get("dacon_weighted_f1"), absent=None),
+        headline=[(pretty_name, metrics[key]) for key, (_, pretty_name, _) in headline.items()],
+        per_label=[(label, per_label[label]) for label in ordered],
+        axes={"type": metrics, **attributes} if attributes else {},  # one row per axis, when there are attribute heads
+        combined_exact_match=metrics.get("combined_exact_match"),
+        dacon_weighted_f1=metrics.get("dacon_weighted_f1"),
     )
     # Conditional sections leave runs of blank lines behind; Markdown needs at most one between blocks.
     text = re.sub(r"\n{3,}", "\n\n", str(card).strip()) + "\n"
     return write_text_atomically(Path(folder, "README.md"), text)
-
-
-def _per_label_cells(label: str, scores: dict) -> list[str]:
-    support = scores.get("support")
-    precision_recall_f1 = [_score(scores.get(key)) for key in ("precision", "recall", "f1")]
-    return [label, *precision_recall_f1, MISSING if support is None else str(int(support))]
-
-
-def _axis_row(name: str, scores: dict) -> dict[str, str]:
-    """The sentence type's or one attribute axis's row; its per-label F1 as `긍정 0.91, 부정 0.70`."""
-    per_label = scores.get("per_label") or {}
-    return {
-        "name": name,
-        "accuracy": _score(scores.get("accuracy")),
-        "macro_f1": _score(scores.get("macro_f1")),
-        "per_label_f1": ", ".join(f"{label} {_score(s.get('f1'), digits=2)}" for label, s in per_label.items())
-        or MISSING,
-    }
-
-
-def _score(value: Any, *, digits: int = 4, absent: str | None = MISSING) -> str | None:
-    return absent if value is None else f"{float(value):.{digits}f}"
