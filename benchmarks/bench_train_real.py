@@ -118,15 +118,6 @@ def train_encoder(folder: Path, files: dict[str, Path], output: Path, options: a
     return train(*arguments), arguments[2]
 
 
-def tfidf_classifier(texts: list[str], labels: list[int], class_weight: str | None):
-    """Character 1-3-grams within word boundaries, sublinear tf, logistic regression: the baseline anyone could
-    pick. Returns the fitted pipeline."""
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
-    return make_pipeline(vectorizer, LogisticRegression(max_iter=2000, C=4.0, class_weight=class_weight)).fit(
-        texts, labels
-    )
-
-
 def aihub_examples(archive: Path) -> list[Example]:
     """The archive's sentences whose four labels are all known, as examples (label ids in head order)."""
     examples = []
@@ -157,32 +148,29 @@ def run_encoder(folder: Path, files: dict[str, Path], weighting: str, sampler: b
     }
 
 
-def run_tfidf(split: dict[str, list], class_weight: str | None) -> dict:
-    started = time.perf_counter()
-    classifier = tfidf_classifier([e.text for e in split["train"]], [e.label for e in split["train"]], class_weight)
-    fit_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    predicted = classifier.predict([e.text for e in split["test"]])
-    predict_seconds = time.perf_counter() - started
-    return {
-        **classification_metrics([e.label for e in split["test"]], predicted, SENTENCE_TYPES),
-        "train_examples_per_s": len(split["train"]) / fit_seconds,
-        "predict_examples_per_s": len(split["test"]) / predict_seconds,
-        "epochs_trained": None,
-        "train_seconds": fit_seconds,
-    }
-
-
-def print_table(results: dict[str, dict], test_size: int) -> None:
-    recall_header = " ".join(f"R:{label}" for label in SENTENCE_TYPES)
-    print(f"\ntest split: {test_size} sentences")
-    print(f"{'variant':<34} {'acc':>6} {'macroF1':>7} {'wF1':>6}  {recall_header}  {'train ex/s':>10} {'pred ex/s':>9}")
-    for name, metrics in results.items():
-        recalls = " ".join(f"{metrics['per_label'][label]['recall']:>7.3f}" for label in SENTENCE_TYPES)
-        print(
-            f"{name:<34} {metrics['accuracy']:>6.4f} {metrics['macro_f1']:>7.4f} {metrics['weighted_f1']:>6.4f}  "
-            f"{recalls}  {metrics['train_examples_per_s']:>10.1f} {metrics['predict_examples_per_s']:>9.1f}"
-        )
+def tfidf_per_head(split: dict[str, list], class_weight: str | None, axes: dict) -> tuple[dict, dict]:
+    """Character 1-3-grams within word boundaries, sublinear tf, logistic regression: the baseline anyone could pick,
+    one per head (the type, then each axis). Each head's test metrics with its speeds, and its test predictions."""
+    heads = {"type": (SENTENCE_TYPES, lambda example: example.label)}
+    for index, (axis, labels) in enumerate(axes.items()):
+        heads[axis] = (labels, lambda example, index=index: example.attributes[index])
+    texts = {part: [example.text for example in split[part]] for part in ("train", "test")}
+    metrics, predictions = {}, {}
+    for head, (labels, value) in heads.items():
+        started = time.perf_counter()
+        vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
+        classifier = make_pipeline(vectorizer, LogisticRegression(max_iter=2000, C=4.0, class_weight=class_weight))
+        classifier.fit(texts["train"], [value(example) for example in split["train"]])
+        fitted = time.perf_counter()
+        predictions[head] = classifier.predict(texts["test"])
+        metrics[head] = {
+            **classification_metrics([value(example) for example in split["test"]], predictions[head], labels),
+            "train_examples_per_s": len(texts["train"]) / (fitted - started),
+            "predict_examples_per_s": len(texts["test"]) / (time.perf_counter() - fitted),
+            "epochs_trained": None,
+            "train_seconds": fitted - started,
+        }
+    return metrics, predictions
 
 
 def prediction_seconds(packages: dict[str, Path], texts: list[str], repeats: int) -> dict[str, float]:
@@ -204,28 +192,48 @@ def combined(kind: int, attributes: tuple | list) -> str:
     return "-".join([SENTENCE_TYPES[kind], *values])
 
 
-def tfidf_per_axis(split: dict[str, list[Example]]) -> dict:
-    """One class-balanced TF-IDF logistic regression per axis."""
-    heads = {"type": (SENTENCE_TYPES, lambda example: example.label)}
-    for index, (axis, labels) in enumerate(AXES.items()):
-        heads[axis] = (labels, lambda example, index=index: example.attributes[index])
-    train_texts, test_texts = [e.text for e in split["train"]], [e.text for e in split["test"]]
-    metrics, predictions = {}, {}
-    for head, (labels, value) in heads.items():
-        classifier = tfidf_classifier(train_texts, [value(example) for example in split["train"]], "balanced")
-        predictions[head] = classifier.predict(test_texts)
-        metrics[head] = classification_metrics([value(example) for example in split["test"]], predictions[head], labels)
+def weighting_comparison(folder: Path, files: dict[str, Path], split: dict[str, list], options) -> dict:
+    results = {}
+    for name, (weighting, sampler) in {**NEURAL_VARIANTS, **(ABLATION_VARIANTS if options.ablation else {})}.items():
+        results[name] = run_encoder(folder, files, weighting, sampler, options)
+    for name, class_weight in (("TF-IDF char 1-3 + LogReg", None), ("TF-IDF char 1-3 + LogReg balanced", "balanced")):
+        results[name] = tfidf_per_head(split, class_weight, {})[0]["type"]
+    print(f"\nencoder: {encoder_summary(options)}, torch threads {options.threads}; R: = recall per type")
+    recall_header = " ".join(f"R:{label}" for label in SENTENCE_TYPES)
+    print(f"\ntest split: {len(split['test'])} sentences")
+    print(f"{'variant':<34} {'acc':>6} {'macroF1':>7} {'wF1':>6}  {recall_header}  {'train ex/s':>10} {'pred ex/s':>9}")
+    for name, metrics in results.items():
+        recalls = " ".join(f"{metrics['per_label'][label]['recall']:>7.3f}" for label in SENTENCE_TYPES)
+        print(
+            f"{name:<34} {metrics['accuracy']:>6.4f} {metrics['macro_f1']:>7.4f} {metrics['weighted_f1']:>6.4f}  "
+            f"{recalls}  {metrics['train_examples_per_s']:>10.1f} {metrics['predict_examples_per_s']:>9.1f}"
+        )
+    return results
+
+
+def attribute_comparison(folder: Path, files: dict[str, Path], split: dict[str, list], options) -> dict:
+    results = {}
+    balanced = ("--class_weighting", "balanced", "--no_weighted_sampler")
+    heads = ("--attribute_columns", ",".join(AXES), "--attribute_loss_weight", str(options.attribute_loss_weight))
+    for name, extra in (("joint", (*balanced, *heads)), ("type_only", balanced)):
+        started = time.perf_counter()
+        outcome, _ = train_encoder(folder, files, folder / name, options, *extra)
+        results[name] = {**outcome["test"], "train_seconds": time.perf_counter() - started}
+    packages = {name: folder / name / PACKAGE_FOLDER for name in results}
+    seconds = prediction_seconds(packages, [example.text for example in split["test"]], options.repeats)
+    metrics, predictions = tfidf_per_head(split, "balanced", AXES)
     truth = [combined(example.label, example.attributes) for example in split["test"]]
     guess = [combined(kind, attributes) for kind, *attributes in zip(*predictions.values(), strict=True)]
-    return {
+    tfidf = {
         "axes": metrics,
         "combined_exact_match": float(accuracy_score(truth, guess)),
         "dacon_weighted_f1": float(f1_score(truth, guess, average="weighted", zero_division=0)),
     }
-
-
-def report(joint: dict, type_only: dict, tfidf: dict, seconds: dict[str, float], test_size: int) -> dict:
-    """Print the comparison and return its figures."""
+    print(
+        f"\nencoders: {encoder_summary(options)}, balanced class weights, no sampler; attribute loss weight "
+        f"{options.attribute_loss_weight:g}; torch threads {options.threads}"
+    )
+    joint, type_only, test_size = results["joint"], results["type_only"], len(split["test"])
     rows = [["type", joint["macro_f1"], type_only["macro_f1"], tfidf["axes"]["type"]["macro_f1"]]]
     for axis in AXES:
         rows.append([axis, joint["attributes"][axis]["macro_f1"], "-", tfidf["axes"][axis]["macro_f1"]])
@@ -244,36 +252,6 @@ def report(joint: dict, type_only: dict, tfidf: dict, seconds: dict[str, float],
         f"prediction {speeds['joint']:.0f} vs {speeds['type_only']:.0f} sentences/s "
         f"({figures['prediction_slowdown']:+.1%} time)"
     )
-    return figures
-
-
-def weighting_comparison(folder: Path, files: dict[str, Path], split: dict[str, list], options) -> dict:
-    results = {}
-    for name, (weighting, sampler) in {**NEURAL_VARIANTS, **(ABLATION_VARIANTS if options.ablation else {})}.items():
-        results[name] = run_encoder(folder, files, weighting, sampler, options)
-    results["TF-IDF char 1-3 + LogReg"] = run_tfidf(split, None)
-    results["TF-IDF char 1-3 + LogReg balanced"] = run_tfidf(split, "balanced")
-    print(f"\nencoder: {encoder_summary(options)}, torch threads {options.threads}; R: = recall per type")
-    print_table(results, len(split["test"]))
-    return results
-
-
-def attribute_comparison(folder: Path, files: dict[str, Path], split: dict[str, list], options) -> dict:
-    results = {}
-    balanced = ("--class_weighting", "balanced", "--no_weighted_sampler")
-    heads = ("--attribute_columns", ",".join(AXES), "--attribute_loss_weight", str(options.attribute_loss_weight))
-    for name, extra in (("joint", (*balanced, *heads)), ("type_only", balanced)):
-        started = time.perf_counter()
-        outcome, _ = train_encoder(folder, files, folder / name, options, *extra)
-        results[name] = {**outcome["test"], "train_seconds": time.perf_counter() - started}
-    packages = {name: folder / name / PACKAGE_FOLDER for name in results}
-    seconds = prediction_seconds(packages, [example.text for example in split["test"]], options.repeats)
-    tfidf = tfidf_per_axis(split)
-    print(
-        f"\nencoders: {encoder_summary(options)}, balanced class weights, no sampler; attribute loss weight "
-        f"{options.attribute_loss_weight:g}; torch threads {options.threads}"
-    )
-    figures = report(results["joint"], results["type_only"], tfidf, seconds, len(split["test"]))
     return {**results, "tfidf": tfidf, **figures}
 
 
