@@ -5,6 +5,7 @@ one deduplicated sentence-level JSON / JSON Lines file for `kosenttype-train`. D
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import lzma
 import os
@@ -92,10 +93,8 @@ def decode_member_name(info: zipfile.ZipInfo) -> str:
     if info.flag_bits & ZIP_UTF8_FLAG:
         return info.filename
     for encoding in ("utf-8", "cp949"):
-        try:
+        with contextlib.suppress(UnicodeDecodeError):
             return info.orig_filename.encode("cp437").decode(encoding)
-        except UnicodeDecodeError:
-            continue
     return info.filename
 
 
@@ -289,18 +288,13 @@ def format_report(prepared: Prepared, keep_conflicts: bool) -> str:
     total = len(prepared.records) or 1
     written = [[label, counts[label], f"{100 * counts[label] / total:.1f}%"] for label in SENTENCE_TYPES]
     conflict_fate = "each kept once with its majority label" if keep_conflicts else "dropped"
-    return "\n".join(
-        [
-            "Sentences read, per source:",
-            format_table(header, rows),
-            "",
-            f"sentences read: {prepared.sentences_read}; repeated sentences: {prepared.repeated_sentences}; "
-            f"exact duplicates dropped: {prepared.duplicates_dropped}; sentences with conflicting labels: "
-            f"{len(prepared.conflicts)} ({conflict_fate}; {prepared.conflict_copies_dropped} copies dropped)",
-            "",
-            "Records written, per label:",
-            format_table(["label", "written", "share"], [*written, ["total", len(prepared.records), "100.0%"]]),
-        ]
+    return (
+        f"Sentences read, per source:\n{format_table(header, rows)}\n\n"
+        f"sentences read: {prepared.sentences_read}; repeated sentences: {prepared.repeated_sentences}; "
+        f"exact duplicates dropped: {prepared.duplicates_dropped}; sentences with conflicting labels: "
+        f"{len(prepared.conflicts)} ({conflict_fate}; {prepared.conflict_copies_dropped} copies dropped)\n\n"
+        "Records written, per label:\n"
+        + format_table(["label", "written", "share"], [*written, ["total", len(prepared.records), "100.0%"]])
     )
 
 
