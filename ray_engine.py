@@ -417,21 +417,11 @@ class RayJob:
             batch_format="pyarrow",
             num_cpus=IO_TASK_CPUS,
         )
-        loading = {
-            "backend": args.backend,
-            "device": "cuda" if workers.gpus else "cpu",
-            "precision": args.precision,
-            "revision": args.revision,
-            "trust_remote_code": args.trust_remote_code,
-        }
+        loading = {name: getattr(args, name) for name in ("backend", "precision", "revision", "trust_remote_code")}
+        loading["device"] = "cuda" if workers.gpus else "cpu"
         return records.repartition(target_num_rows_per_block=chunk_size).map_batches(
             BlockClassifier,
-            fn_constructor_kwargs={
-                "model": str(args.model),
-                "loading": loading,
-                "settings": self.settings,
-                "threads": workers.threads,
-            },
+            fn_constructor_args=(str(args.model), loading, self.settings, workers.threads),
             batch_size=chunk_size if workers.gpus else None,
             batch_format="pyarrow",
             compute=ActorPoolStrategy(size=workers.count),
