@@ -89,12 +89,9 @@ class Classifier:
 
     def resolve(self, settings: EngineSettings) -> EngineSettings:
         """The settings a run really uses: `max_length` capped at the model's limit, the device's token budget."""
-        max_batch_tokens = settings.max_batch_tokens
-        if max_batch_tokens is None:
-            max_batch_tokens = CPU_BATCH_TOKENS if self.device == "cpu" else 0
-        return replace(
-            settings, max_length=min(settings.max_length, self.max_length), max_batch_tokens=max_batch_tokens
-        )
+        default_tokens = CPU_BATCH_TOKENS if self.device == "cpu" else 0
+        tokens = default_tokens if settings.max_batch_tokens is None else settings.max_batch_tokens
+        return replace(settings, max_length=min(settings.max_length, self.max_length), max_batch_tokens=tokens)
 
     def token_ids(self, texts: Sequence[str], max_length: int | None) -> list[list[int]]:
         """Token ids of each text, special tokens included, truncated at `max_length` (None: not); no padding."""

@@ -39,11 +39,8 @@ def load_classifier(
     revision: str | None = None,
     trust_remote_code: bool = False,
 ) -> Classifier:
-    """A saved classifier folder or Hub id, ready to classify on `backend`; `KoSentTypeError` when it can't load.
-
-    torch runs any transformers sequence classifier; onnxruntime the folder's `onnx/model.onnx` (fp32) or
-    `onnx/model_quantized.onnx` (int8), with no torch at all.
-    """
+    """A saved classifier folder or Hub id on `backend` (onnxruntime: the folder's `onnx/` files, no torch at all),
+    ready to classify; `KoSentTypeError` in one line when it can't be loaded."""
     if backend == "torch":
         from .torch_backend import load_torch_classifier
 

@@ -131,10 +131,8 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     with open_input_file(args.input) as source:  # before loading the model: a typo in a path should fail fast
         classifier = load_from_arguments(args)
-        print(
-            f"{PROGRAM}: {args.model} on {classifier.device} in {classifier.precision} ({args.backend})",
-            file=sys.stderr,
-        )
+        where = f"{classifier.device} in {classifier.precision} ({args.backend})"
+        print(f"{PROGRAM}: {args.model} on {where}", file=sys.stderr)
         started = time.perf_counter()
         outcomes: Counter[str | None] = Counter()  # error kinds, None for the records classified
         reading = {name: getattr(args, name) for name in ("text_column", "id_column", "max_line_bytes")}
