@@ -34,9 +34,7 @@ class BoundedLines:
     last_too_long: int = 0
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
-        number = 0
-        while raw := self.stream.readline(self.max_line_bytes + 1):
-            number += 1
+        for number, raw in enumerate(iter(lambda: self.stream.readline(self.max_line_bytes + 1), b""), 1):
             if number == 1 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
                 raise KoSentTypeError(
                     f"{self.name} is UTF-16 (it starts with a UTF-16 byte-order mark); convert it to UTF-8 first, "

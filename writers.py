@@ -8,10 +8,11 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from .atomic_output import atomic_text_output, check_writable_file
+from .atomic_output import atomic_text_output
 from .records import Prediction
 
 OUTPUT_FORMATS = ("jsonl", "csv")
@@ -33,10 +34,10 @@ def json_line(record: dict) -> str:
     return line + "\n"
 
 
+@dataclass
 class JsonLinesWriter:
-    def __init__(self, stream: TextIO, with_top_k: bool) -> None:
-        self.stream = stream
-        self.with_top_k = with_top_k
+    stream: TextIO
+    with_top_k: bool
 
     def write(self, prediction: Prediction) -> None:
         self.stream.write(json_line(prediction.to_record(self.with_top_k)))
@@ -82,6 +83,5 @@ def open_output(path: str) -> Iterator[TextIO]:
             stdout.flush()
             stdout.detach()
         return
-    check_writable_file(Path(path))
-    with atomic_text_output(path) as stream:
+    with atomic_text_output(path) as stream:  # callers checked the folder before the run: check_writable_file
         yield stream
