@@ -87,10 +87,7 @@ def created_folders(folder: Path) -> Iterator[None]:
 @contextmanager
 def staged_folder(target: Path, *, replace: bool) -> Iterator[Path]:
     """A hidden folder beside `target` to fill; renamed onto `target` when the block succeeds, removed otherwise.
-
-    `replace=False` refuses an existing non-empty `target`. With `replace=True` the old folder is deleted only once
-    the new one is in place, so one of them always exists. A link to a folder is written through.
-    """
+    An old `target` (only with `replace`) is deleted once the new one is in place; a link is written through."""
     target = Path(target).resolve() if Path(target).is_symlink() else Path(target)
     if target.exists() and not target.is_dir():
         raise KoSentTypeError(f"{target} exists and is not a folder")

@@ -1,7 +1,5 @@
 """Turn a training run's `best.pt` (encoder + mean pooling + dropout + linear head) into a Hub-ready model folder.
 
-    kosenttype-convert --checkpoint RUN/best.pt --output-dir OUT [--onnx] [--push-to-hub OWNER/NAME]
-
 Nothing is written until every tensor is placed and checked and a fresh process has proven that the saved folder
 predicts what the checkpoint predicts. Reference: docs/converting.md.
 """
@@ -10,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -67,7 +64,13 @@ def convert(args: ConversionArguments) -> Path:
     refuse_input_as_output(output_dir, files.inputs(), "--output-dir")
     if (output_dir.exists() or output_dir.is_symlink()) and not args.overwrite:
         raise KoSentTypeError(f"{output_dir}: already exists (pass --overwrite to replace it)")
-    add_onnx = onnx_step(args)
+    if args.onnx:  # the optional onnx extra is checked before any work
+        try:
+            from kosenttype.onnx_backend import ONNX_FOLDER
+            from kosenttype.onnx_export import export_onnx
+        except ImportError as error:
+            missing = f"--onnx needs the onnx extra ({error.name} is missing): pip install 'kosenttype[onnx]'"
+            raise KoSentTypeError(missing) from None
     side = side_files.read_side_files(files)
 
     checkpoint = read_checkpoint(files.checkpoint, args.trust_checkpoint)
@@ -97,26 +100,13 @@ def convert(args: ConversionArguments) -> Path:
             f"verified: max abs logit difference {difference:.3g} over {len(VERIFICATION_SENTENCES)} sentences "
             "(fresh process, AutoModelForSequenceClassification + AutoTokenizer, trust_remote_code=True)"
         )
-        if add_onnx is not None:  # before the card, which lists the ONNX files
-            add_onnx(staging)
+        if args.onnx:  # before the card, which lists the ONNX files
+            export_onnx(staging, staging / ONNX_FOLDER, quantize=args.onnx_quantize, report=report)
         training_procedure = {**side_files.training_procedure_from(side["export_config"]), "max_length": max_length}
         metrics = side_files.normalize_metrics(side["metrics"], labels)
         write_model_card(staging, config, metrics, training_procedure, license=args.license, repo_id=args.push_to_hub)
     report(f"wrote {output_dir}: {', '.join(sorted(p.name for p in output_dir.iterdir()))}")
     return output_dir
-
-
-def onnx_step(args: ConversionArguments) -> Callable[[Path], Any] | None:
-    """With --onnx, the step that adds onnx/ to a model folder; the optional onnx extra is checked before any work."""
-    if not args.onnx:
-        return None
-    try:
-        from kosenttype.onnx_backend import ONNX_FOLDER
-        from kosenttype.onnx_export import export_onnx
-    except ImportError as error:
-        missing = f"--onnx needs the onnx extra ({error.name} is missing): pip install 'kosenttype[onnx]'"
-        raise KoSentTypeError(missing) from None
-    return lambda folder: export_onnx(folder, folder / ONNX_FOLDER, quantize=args.onnx_quantize, report=report)
 
 
 def run(argv: list[str] | None) -> int:

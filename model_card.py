@@ -47,13 +47,9 @@ def write_model_card(
     datasets_note: str | None = None,
     repo_id: str | None = None,
 ) -> Path:
-    """Write `folder/README.md`: YAML the Hub indexes and badges (language, licence, pipeline, base model,
-    model-index), then what the labels mean and how good the model is.
-
-    `metrics` is `run_side_files.normalize_metrics`'s dict, with attribute heads also `attributes` {axis: scores},
-    `combined_exact_match` and `dacon_weighted_f1`; only what is there is written. `repo_id` names the model in the
-    usage snippets (the folder may be a temporary one). The ONNX files are those the folder holds.
-    """
+    """Write `folder/README.md`: YAML the Hub indexes (model-index, base model…), then what the labels mean and how
+    good the model is. `metrics`: `run_side_files.normalize_metrics`'s dict, with attribute heads also `attributes`,
+    `combined_exact_match` and `dacon_weighted_f1`. `repo_id` names the model in the usage snippets."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     metrics = metrics or {}
