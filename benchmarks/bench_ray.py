@@ -1,27 +1,8 @@
-"""The Ray engine against the local engine on this machine, at the real backbone's size: rate and fixed cost.
+"""The Ray engine against the local engine on this machine, at the real backbone's size: the rate once running, the
+fixed cost of a job, a worker's memory, the single output file's ceiling, and the time a cluster of N such machines
+needs for 100 million sentences. How each figure is taken: docs/benchmarks.md.
 
     python benchmarks/bench_ray.py [--sentences 800] [--layers 12]
-
-The model has the real backbone's shape (RoBERTa, 12 layers, hidden 768, 12 heads, vocabulary 32000) with random
-weights, which run exactly as fast as trained ones, and a WordPiece tokenizer trained on one half of
-../shared/data/dacon/train.csv; the timed sentences come from the other half (read-only, written only to a
-temporary folder; the benchmark exits cleanly when the file is absent). Precision is the engine's default (bf16
-on CPUs with native bf16, else fp32), the same for every variant.
-
-Each variant is the real command, `python -m kosenttype.predict`, in a child process, run twice. A 16-sentence
-job's wall time is the fixed cost of a job (the interpreter, Ray's start, the workers' start and model load). A
---sentences job gives the rate once running, from the command's own summary line, so that the start-up's
-variation on a busy machine doesn't enter it: the local engine reports its time after loading the model; the Ray
-engine when the first records came back, the rate being that of the rest. Workers start together, so by then
-each has about one block (--chunk_size 128) done: those blocks are left out of the rate's sentences.
-
-  (1) the local engine with 2 threads, and with 1 (on a busy machine a second thread can cost more than it gives);
-  (2) Ray with 1 worker × 1 thread: the per-worker rate;
-  (3) Ray with 2 workers × 1 thread: this machine's rate as one node of a cluster.
-
-Also measured: the peak memory of one Ray worker, and the rate at which the driver can write a single output
-file in order (its ceiling, since one process writes it). The figures then give, with the arithmetic shown, the
-time a cluster of N such machines needs for 100 million sentences.
 """
 
 from __future__ import annotations
@@ -33,14 +14,11 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import DACON_CSV, MAX_LENGTH, backbone_shaped_model, load_dacon
+from bench_common import DACON_CSV, MAX_LENGTH, PeakMemory, backbone_shaped_model, child_env, load_dacon
 
 from kosenttype.configuration_kosenttype import KO_SROBERTA_ENCODER
 from kosenttype.records import InputRecord, Prediction
@@ -58,44 +36,21 @@ VARIANTS = {
 }
 
 
-class WorkerMemory:
-    """Peak resident memory of any one Ray model worker (a process titled …BlockClassifier), sampled twice a second."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.sample, daemon=True)
-
-    def sample(self) -> None:
-        while not self.stop.wait(0.5):
-            for process in psutil.process_iter(["cmdline", "memory_info"]):
-                if "BlockClassifier" in " ".join(process.info["cmdline"] or []) and process.info["memory_info"]:
-                    self.peak = max(self.peak, process.info["memory_info"].rss)
-
-    def __enter__(self) -> WorkerMemory:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop.set()
-        self.thread.join()
+def ray_workers() -> list[int]:
+    """This run's Ray model workers: the descendants titled …BlockClassifier (not another job's)."""
+    descendants = psutil.Process().children(recursive=True)
+    return [process.pid for process in descendants if "BlockClassifier" in " ".join(process.cmdline())]
 
 
 def run_command(model: Path, source: Path, output: Path, options: list[str]) -> tuple[float, str]:
     """(wall seconds, summary line) of one `kosenttype-predict` run in a fresh interpreter (exit status checked)."""
     argv = [sys.executable, "-m", "kosenttype.predict", "--model", str(model), "--input", str(source)]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    argv += ["--output", str(output), "--max_length", str(MAX_LENGTH), "--chunk_size", str(CHUNK), *options]
     started = time.perf_counter()
-    completed = subprocess.run(
-        [*argv, "--output", str(output), "--max_length", str(MAX_LENGTH), "--chunk_size", str(CHUNK), *options],
-        capture_output=True,
-        text=True,
-        env=environment,
-    )
-    seconds = time.perf_counter() - started
+    completed = subprocess.run(argv, capture_output=True, text=True, env=child_env())
     if completed.returncode != 0:
         raise SystemExit(f"bench_ray: {' '.join(options)} failed:\n{completed.stderr[-3000:]}")
-    return seconds, completed.stderr.strip().splitlines()[-1]
+    return time.perf_counter() - started, completed.stderr.strip().splitlines()[-1]
 
 
 def running_rate(summary: str, sentences: int) -> float:
@@ -115,7 +70,7 @@ def measure(model: Path, folder: Path, sentences: list[str]) -> dict[str, dict[s
     results = {}
     for name, options in VARIANTS.items():
         startup, _ = run_command(model, small, folder / "small.jsonl", options)
-        with WorkerMemory() as memory:
+        with PeakMemory(ray_workers, interval=0.5) as memory:
             total, summary = run_command(model, large, folder / "large.jsonl", options)
         rate = running_rate(summary, len(sentences))
         results[name] = {"startup": startup, "total": total, "rate": rate, "worker_memory": memory.peak}
@@ -146,7 +101,7 @@ def report(results: dict[str, dict[str, float]], ceiling: float, sentences: int,
     print(f"{'variant':<28} {'sentences/s':>12} {'job of 16 s':>12} {'vs local':>9} {'worker RSS':>11}")
     local_rate = results["local engine, 2 threads"]["rate"]
     for name, figures in results.items():
-        memory = f"{figures['worker_memory'] / 2**20:.0f} MiB" if figures["worker_memory"] else "-"
+        memory = f"{figures['worker_memory']:.0f} MiB" if figures["worker_memory"] else "-"
         print(
             f"{name:<28} {figures['rate']:>12.1f} {figures['startup']:>12.1f} "
             f"{figures['rate'] / local_rate:>8.2f}× {memory:>11}"
