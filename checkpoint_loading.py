@@ -85,7 +85,15 @@ def load_checkpoint_object(path: Path, trust: bool) -> Any:
 def _explain_load_failure(path: Path, error: Exception, is_zip: bool, trust: bool) -> KoSentTypeError:
     message = one_line(error, limit=2000)
     weights_only_failure = "Weights only load failed" in message
-    refused = _unsafe_globals(path, message, is_zip) if weights_only_failure else []
+    # What the safe load refuses: torch names one global; the zip format's pickle can be scanned for all of them.
+    refused = list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+) (?:was|whose)", message))) if weights_only_failure else []
+    if weights_only_failure and is_zip:
+        allowed = {
+            entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
+            for entry in safe_checkpoint_globals()
+        }
+        with contextlib.suppress(Exception):  # if the scan fails, the error message's own entry still says enough
+            refused = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - allowed) or refused
     if refused:
         return KoSentTypeError(
             f"{path}: refused to unpickle {', '.join(refused)} (not plain data: loading it may run code); "
@@ -98,19 +106,6 @@ def _explain_load_failure(path: Path, error: Exception, is_zip: bool, trust: boo
     if weights_only_failure:  # torch's advice on weights_only is noise here: keep the unpickler's own reason
         message = message.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip()
     return KoSentTypeError(f"{path}: not a PyTorch checkpoint ({type(error).__name__}: {message[:200]})")
-
-
-def _unsafe_globals(path: Path, message: str, is_zip: bool) -> list[str]:
-    """Every object the safe load refuses, scanned from the pickle's opcodes (zip format), or the one torch names."""
-    named = list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+) (?:was|whose)", message)))
-    if is_zip:
-        allowed = {
-            entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
-            for entry in safe_checkpoint_globals()
-        }
-        with contextlib.suppress(Exception):  # if the scan fails, the error message's own entry still says enough
-            named = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - allowed) or named
-    return named
 
 
 def _is_state_dict(value: Any) -> bool:
