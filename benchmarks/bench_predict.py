@@ -35,6 +35,8 @@ from bench_common import (
     peak_rss_mb,
 )
 
+from kosenttype.engine import CPU_BATCH_TOKENS, DEFAULT_BATCH_SIZE
+
 PIPELINE_BATCH_SIZE = 32
 SAME_LABEL_BAR = 0.995
 MAX_PROBABILITY_DIFFERENCE_BAR = 0.02
@@ -318,7 +320,7 @@ def export(model_dir: Path) -> float:
 
 
 def run_speed(folder: Path, arguments: argparse.Namespace, fit_rows: list, measure_rows: list) -> None:
-    from kosenttype.engine import CPU_BATCH_TOKENS, EngineSettings, load_classifier
+    from kosenttype.engine import EngineSettings, load_classifier
 
     layers = 2 if arguments.quick else 12
     stock_dir, ours_dir = build_speed_models(folder, [text for text, _ in fit_rows], layers)
@@ -326,17 +328,13 @@ def run_speed(folder: Path, arguments: argparse.Namespace, fit_rows: list, measu
         print(f"exporting the {layers}-layer model:")
         print(f"  exported in {export(ours_dir):.0f} s")
     sentences = [text for text, _ in measure_rows[: arguments.sentences]]
-    settings = EngineSettings(
-        batch_size=arguments.batch_size or EngineSettings.batch_size,
-        max_length=MAX_LENGTH,
-        max_batch_tokens=CPU_BATCH_TOKENS if arguments.max_batch_tokens is None else arguments.max_batch_tokens,
-    )
+    settings = EngineSettings(arguments.batch_size, MAX_LENGTH, max_batch_tokens=arguments.max_batch_tokens)
     payload_path = folder / "payload.json"
     payload = {
         "model_dirs": {"stock": str(stock_dir), "ours": str(ours_dir)},
         "sentences": sentences,
         "threads": arguments.threads,
-        "settings": {"batch_size": settings.batch_size, "max_batch_tokens": settings.max_batch_tokens},
+        "settings": {"batch_size": arguments.batch_size, "max_batch_tokens": arguments.max_batch_tokens},
     }
     payload_path.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
     lengths = [len(ids) for ids in load_classifier(ours_dir, device="cpu").token_ids(sentences, MAX_LENGTH)]
@@ -401,8 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sentences", type=int, default=512, help="Sentences timed per variant.")
     parser.add_argument("--threads", type=int, default=2, help="Threads per variant (torch and onnxruntime).")
-    parser.add_argument("--batch-size", type=int, help="The engine's batch size (default: its own).")
-    parser.add_argument("--max-batch-tokens", type=int, help="The engine's token budget (default: its own).")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="The engine's batch size.")
+    parser.add_argument(
+        "--max-batch-tokens", type=int, default=CPU_BATCH_TOKENS, help="The engine's token budget (0: none)."
+    )
     parser.add_argument("--repeats", type=int, default=1, help="Interleaved rounds per variant; the best counts.")
     parser.add_argument("--cold-runs", type=int, default=2, help="kosenttype-predict launches per variant (0: none).")
     parser.add_argument("--quick", action="store_true", help="64 sentences, 2 layers, a short agreement run.")
