@@ -42,7 +42,8 @@ def load_sentences(count: int) -> tuple[list[str], list[str], str]:
     return rows, (rows * (count // len(rows) + 1))[:count], f"{SAMPLE_SENTENCES.name} (repeated)"
 
 
-# Offline predict's engine call: `Classifier.classify` with kosenttype-predict's defaults, after a warm-up.
+# Offline predict's engine call (`Classifier.classify` with kosenttype-predict's defaults, after a warm-up): its
+# sentences per second of wall time ("rate") and of CPU time ("cpu_rate").
 # Children inherit OMP_NUM_THREADS (set by --threads): predict and the server then use the same threads.
 OFFLINE_CHILD = """
 import json, sys, time
@@ -56,18 +57,6 @@ count = sum(1 for prediction in classifier.classify(sentences) if prediction.err
 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 print(json.dumps({"rate": count / wall, "cpu_rate": count / cpu}))
 """
-
-
-def offline_rates(model_dir: Path, input_file: Path, precision: str) -> dict:
-    """Offline predict's sentences per second of wall time ("rate") and of CPU time ("cpu_rate")."""
-    argv = [sys.executable, "-c", OFFLINE_CHILD, str(model_dir), str(input_file), precision]
-    return json_child(argv, "offline predict", timeout=PHASE_TIMEOUT_S + STARTUP_TIMEOUT_S)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, all its threads."""
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
 
 
 class Server:
@@ -161,9 +150,10 @@ async def closed_loop(url: str, sentences: list[str], concurrency: int, seconds:
 
 def run_phase(server: Server, sentences: list[str], concurrency: int, seconds: float) -> dict:
     before = httpx.get(f"{server.url}/metrics", timeout=10).text
-    server_cpu, client_cpu = cpu_seconds(server.process.pid), time.process_time()
+    process = psutil.Process(server.process.pid)  # user + system CPU time, all its threads
+    server_cpu, client_cpu = sum(process.cpu_times()[:2]), time.process_time()
     result = asyncio.run(closed_loop(server.url, sentences, concurrency, seconds))
-    server_cpu, client_cpu = cpu_seconds(server.process.pid) - server_cpu, time.process_time() - client_cpu
+    server_cpu, client_cpu = sum(process.cpu_times()[:2]) - server_cpu, time.process_time() - client_cpu
     after = httpx.get(f"{server.url}/metrics", timeout=10).text
 
     def number(text: str, name: str) -> float:
@@ -236,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
             ]
             rounds: dict[str, list] = {"offline": [], "batched": [], "naive": []}
             for round_number in range(arguments.repeats):
-                rounds["offline"].append(offline_rates(model_dir, input_file, arguments.precision))
+                offline = [sys.executable, "-c", OFFLINE_CHILD, str(model_dir), str(input_file), arguments.precision]
+                rounds["offline"].append(
+                    json_child(offline, "offline predict", timeout=PHASE_TIMEOUT_S + STARTUP_TIMEOUT_S)
+                )
                 for name, server in servers.items():
                     rounds[name].append(run_phase(server, sentences, CONCURRENCY[-1], arguments.phase_seconds))
                 print(
