@@ -65,18 +65,17 @@ def step_durations(weighted: bool, dataset: SyntheticSentences, hidden: int, lay
     model = KoSentTypeForSequenceClassification(KoSentTypeConfig(encoder_config=encoder, backbone_name=None))
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as output:
+        no_saving_evaluating_or_logging = dict.fromkeys(("save_strategy", "eval_strategy", "logging_strategy"), "no")
         args = TrainingArguments(
-            output_dir=output,
+            output,
             per_device_train_batch_size=32,
             max_steps=steps + WARMUP_STEPS,
             learning_rate=2e-5,
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="no",
             report_to="none",
             disable_tqdm=True,
             use_cpu=True,
             dataloader_pin_memory=False,
+            **no_saving_evaluating_or_logging,
         )
         common = {"model": model, "args": args, "train_dataset": dataset, "callbacks": [timer]}
         counts = [dataset.labels.count(label) for label in range(len(TYPE_SHARES))]
