@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
 from .errors import KoSentTypeError, one_line
-from .readers import read_parquet_records, read_records  # noqa: F401 - test_ray imports read_parquet_records here
+from .readers import read_records
 from .records import InputRecord
 
 TEXT_SUFFIXES = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}

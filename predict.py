@@ -11,7 +11,6 @@ import argparse
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from kosenttype.engine import CPU_BATCH_TOKENS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_
 from kosenttype.errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, run_command
 from kosenttype.input_files import FILE_FORMATS, file_format, open_input_file
 from kosenttype.readers import DEFAULT_MAX_LINE_BYTES, read_records
+from kosenttype.records import Outcomes
 from kosenttype.writers import OUTPUT_FORMATS, infer_output_format, make_writer, open_output
 
 PROGRAM = "kosenttype-predict"
@@ -88,19 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def summary_line(outcomes: Counter[str | None], seconds: float, destination: str) -> str:
-    """The run's one-line report on stderr; `outcomes` counts each error kind, and None the records classified."""
-    classified = outcomes[None]
-    failures = sorted((kind, count) for kind, count in outcomes.items() if kind is not None)
-    failed = ", ".join(f"{count} {kind}" for kind, count in failures)
-    failed_part = f", {outcomes.total() - classified} failed ({failed})" if failures else ""
-    rate = classified / seconds if seconds > 0 else 0.0
-    return (
-        f"{PROGRAM}: {outcomes.total()} records: {classified} classified{failed_part} "
-        f"in {seconds:.1f} s ({rate:.1f} sentences/s) -> {destination}"
-    )
-
-
 @contextmanager
 def progress_bar() -> Iterator[Callable[[int], None] | None]:
     """A tqdm bar on stderr with sentences/s, only when stderr is a terminal (never in logs or pipes)."""
@@ -134,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         where = f"{classifier.device} in {classifier.precision} ({args.backend})"
         print(f"{PROGRAM}: {args.model} on {where}", file=sys.stderr)
         started = time.perf_counter()
-        outcomes: Counter[str | None] = Counter()  # error kinds, None for the records classified
+        outcomes = Outcomes()
         reading = {name: getattr(args, name) for name in ("text_column", "id_column", "max_line_bytes")}
         records = read_records(source, input_format, name=args.input, **reading)
         with open_output(args.output) as destination, progress_bar() as progress:
@@ -144,10 +131,10 @@ def run(args: argparse.Namespace) -> int:
             writer = make_writer(output_format, destination, args.top_k > 1, bool(classifier.attributes))
             for prediction in classifier.classify_records(records, settings):
                 writer.write(prediction)
-                outcomes[prediction.error and prediction.error.kind] += 1
+                outcomes.add(prediction)
     shown = "standard output" if args.output == "-" else args.output
-    print(summary_line(outcomes, time.perf_counter() - started, shown), file=sys.stderr)
-    return EXIT_SOME_FAILED if outcomes.total() > outcomes[None] else EXIT_OK
+    print(outcomes.summary_line(PROGRAM, time.perf_counter() - started, shown), file=sys.stderr)
+    return EXIT_SOME_FAILED if outcomes.failures else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

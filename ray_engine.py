@@ -14,10 +14,9 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext, redirect_stdout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -28,7 +27,7 @@ from .engine import EngineSettings, heads_from_config, limit_threads, load_class
 from .errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, one_line
 from .input_files import InputFile, expand_inputs, is_uri, read_input_file, uri_filesystem
 from .model_location import read_model_config
-from .records import InputRecord, Prediction
+from .records import InputRecord, Outcomes, Prediction
 from .writers import infer_output_format, json_line, make_writer, open_output
 
 LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -111,16 +110,8 @@ class BlockClassifier:
 
 
 @dataclass
-class JobCounts:
-    classified: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
+class JobCounts(Outcomes):
     first_result_at: float | None = None  # time.perf_counter() when the driver got its first block, if it did
-
-    def add(self, prediction: Prediction) -> None:
-        if prediction.error is None:
-            self.classified += 1
-        else:
-            self.failures[prediction.error.kind] += 1
 
 
 def is_folder_output(path: str) -> bool:
@@ -451,20 +442,6 @@ class RayJob:
             raise found from error
 
 
-def summary_line(counts: JobCounts, started: float, workers: Workers, destination: str) -> str:
-    """The run's report; with a single output also when the first records came back (the job's fixed cost)."""
-    seconds = time.perf_counter() - started
-    failed = sum(counts.failures.values())
-    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.failures.items()))
-    failed_part = f", {failed} failed ({kinds})" if failed else ""
-    rate = counts.classified / seconds if seconds > 0 else 0.0
-    first = f"; first result after {counts.first_result_at - started:.1f} s" if counts.first_result_at else ""
-    return (
-        f"{PROGRAM}: {counts.classified + failed} records: {counts.classified} classified{failed_part} in "
-        f"{seconds:.1f} s ({rate:.1f} sentences/s{first}) on Ray, {workers.describe()} -> {destination}"
-    )
-
-
 def run_ray_prediction(args: Any) -> int:
     """`kosenttype-predict --engine ray`; exit status as the local engine's (0 all classified, 1 some failed)."""
     started = time.perf_counter()
@@ -487,5 +464,7 @@ def run_ray_prediction(args: Any) -> int:
         )
         counts = job.run(workers, own_machine, stream)
     destination = "standard output" if args.output == "-" else args.output
-    print(summary_line(counts, started, workers, destination), file=sys.stderr)
+    first = f"; first result after {counts.first_result_at - started:.1f} s" if counts.first_result_at else ""
+    seconds = time.perf_counter() - started
+    print(counts.summary_line(PROGRAM, seconds, destination, first, f" on Ray, {workers.describe()}"), file=sys.stderr)
     return EXIT_SOME_FAILED if counts.failures else EXIT_OK

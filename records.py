@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,3 +77,28 @@ def sentence_record(record_id: Any, text: Any, where: str) -> InputRecord:
     """An input record for `text`, or an error record saying why it can't be classified."""
     error = text_error(text, where)
     return InputRecord(record_id, error=error) if error else InputRecord(record_id, text=text)
+
+
+@dataclass
+class Outcomes:
+    """How a run's records ended, for its summary line and exit status: classified, or failed by error kind."""
+
+    classified: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+
+    def add(self, prediction: Prediction) -> None:
+        if prediction.error is None:
+            self.classified += 1
+        else:
+            self.failures[prediction.error.kind] += 1
+
+    def summary_line(self, program: str, seconds: float, destination: str, rate_note: str = "", where: str = "") -> str:
+        """`PROG: N records: C classified, F failed (kinds) in S s (R sentences/s) -> destination`."""
+        failed = self.failures.total()
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(self.failures.items()))
+        failed_part = f", {failed} failed ({kinds})" if failed else ""
+        rate = self.classified / seconds if seconds > 0 else 0.0
+        return (
+            f"{program}: {self.classified + failed} records: {self.classified} classified{failed_part} in "
+            f"{seconds:.1f} s ({rate:.1f} sentences/s{rate_note}){where} -> {destination}"
+        )

@@ -24,8 +24,9 @@ from conftest import KOREAN_SENTENCES
 
 from kosenttype.engine import EngineSettings, load_classifier
 from kosenttype.errors import KoSentTypeError
-from kosenttype.input_files import InputFile, expand_inputs, read_input_file, read_parquet_records
+from kosenttype.input_files import InputFile, expand_inputs, read_input_file
 from kosenttype.predict import main
+from kosenttype.readers import read_parquet_records
 from kosenttype.records import InputRecord, LineError, Prediction
 
 ray_engine = pytest.importorskip("kosenttype.ray_engine")
