@@ -4,7 +4,6 @@ shapes training scripts write them in, each value with where it came from; contr
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -158,9 +157,9 @@ def resolve_labels(
             where = f"{files.checkpoint} ['{key}']"
             sources.append((where, labels_from(checkpoint_extras[key], where)))
             break
-    for (first_source, first), (other_source, other) in itertools.pairwise(sources):
-        if first != other:
-            raise KoSentTypeError(f"labels disagree: {first_source} has {first}, {other_source} has {other}")
+    if len(sources) == 2 and sources[0][1] != sources[1][1]:  # the label mapping file and the checkpoint's own
+        (first_source, first), (other_source, other) = sources
+        raise KoSentTypeError(f"labels disagree: {first_source} has {first}, {other_source} has {other}")
     labels, origin = (sources[0][1], " and ".join(s for s, _ in sources)) if sources else (list(SENTENCE_TYPES), "")
     if len(labels) != num_outputs:
         raise KoSentTypeError(
