@@ -173,6 +173,18 @@ def test_txt_to_jsonl_numbers_lines_from_one(tmp_path, tiny_model_dir, reference
     assert f"{len(VARIED_SENTENCES)} records: {len(VARIED_SENTENCES)} classified in" in stderr
 
 
+def test_a_uri_input_reads_as_the_same_file(tmp_path, tiny_model_dir, reference):
+    """`--input` takes a storage URI (here file://) without --engine ray, and reads it as the local file."""
+    source, target = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    source.write_text("\n".join(VARIED_SENTENCES[:4]) + "\n", encoding="utf-8")
+    argv = ["--model", str(tiny_model_dir), "--input", source.as_uri(), "--output", str(target), "--precision", "fp32"]
+    assert main(argv) == 0
+    records = jsonl(target.read_text(encoding="utf-8"))
+    assert [record["id"] for record in records] == [1, 2, 3, 4]
+    for record, sentence in zip(records, VARIED_SENTENCES[:4], strict=True):
+        assert_matches_reference(record, sentence, reference)
+
+
 def test_txt_with_bom_and_crlf(tmp_path, tiny_model_dir, reference):
     data = ("\ufeff" + "\r\n".join(KOREAN_SENTENCES[:3]) + "\r\n").encode()
     status, output, _ = run_cli(tmp_path, tiny_model_dir, data, ".txt")
