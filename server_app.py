@@ -576,9 +576,9 @@ def run_server(
     log_level: str = "warning",
     graceful_shutdown_s: float | None = None,
 ) -> int:
-    """Serve until SIGTERM or SIGINT, loading the model in the background (503 until it is ready). On the signal,
-    uvicorn stops accepting connections and waits (at most `graceful_shutdown_s`) for every request it has; then
-    the batcher finishes, and this returns 0. A model that fails to load stops the server and raises its error."""
+    """Serve until SIGTERM, SIGHUP or SIGINT, loading the model in the background (503 until it is ready). On the
+    signal, uvicorn stops accepting connections and waits (at most `graceful_shutdown_s`) for every request it has;
+    then the batcher finishes, and this returns 0. A model that fails to load stops the server and raises its error."""
     sock = listening_socket(host, port)
     config = uvicorn.Config(
         create_app(service),
@@ -606,6 +606,14 @@ def run_server(
     url = f"http://[{host_name}]:{bound_port}" if ":" in host_name else f"http://{host_name}:{bound_port}"
     report(f"listening on {url}; loading {service.model}")
     threading.Thread(target=load_in_background, name="kosenttype-loader", daemon=True).start()
+    hangups: list[int] = []
+
+    def drain_on_hangup(signum: int, frame: Any) -> None:
+        """SIGHUP (a closed terminal or session) drains like SIGTERM: uvicorn itself handles only SIGINT and SIGTERM."""
+        hangups.append(signum)
+        server.handle_exit(signum, frame)
+
+    previous_hangup = signal.signal(signal.SIGHUP, drain_on_hangup)
     stopped_by = ""
     try:
         server.run(sockets=[sock])
@@ -614,8 +622,10 @@ def run_server(
             raise
         stopped_by = " by " + signal.Signals(getattr(interruption, "signum", signal.SIGINT)).name
     finally:
+        signal.signal(signal.SIGHUP, previous_hangup)
         sock.close()
     if failures:
         raise failures[0]
+    stopped_by = stopped_by or (" by SIGHUP" if hangups else "")
     report(f"stopped{stopped_by}: {service.metrics.received} requests received, {service.metrics.answered} answered")
     return EXIT_OK

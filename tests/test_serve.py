@@ -77,8 +77,9 @@ def assert_matches(ranked: list[dict], expected_scores: dict[str, float], top_k:
 class ServerProcess:
     """`kosenttype-serve --port 0` in a child process, waited for until /health says 200, and always stopped."""
 
-    def __init__(self, model_dir: Path, log: Path, *options: str) -> None:
+    def __init__(self, model_dir: Path, log: Path, *options: str, stop_signal: int = signal.SIGTERM) -> None:
         self.log = log
+        self.stop_signal = stop_signal
         self.health_responses = 0  # requests of ours the server answered, to balance its own counts
         self.health_statuses: list[int] = []
         self.terminated = False
@@ -125,13 +126,13 @@ class ServerProcess:
         raise AssertionError(f"the server never became ready: {self.stderr()[-2000:]}")
 
     def terminate(self) -> None:
-        """One SIGTERM (a second one would only be absorbed by the shutdown already under way)."""
+        """One stop signal (a second one would only be absorbed by the shutdown already under way)."""
         if self.process.poll() is None and not self.terminated:
             self.terminated = True
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(self.stop_signal)
 
     def stop(self, timeout: float = 90) -> int:
-        """SIGTERM, then the exit status (killed, and the test failed, if it takes longer than `timeout`)."""
+        """The stop signal, then the exit status (killed, and the test failed, if it takes longer than `timeout`)."""
         self.terminate()
         try:
             return self.process.wait(timeout)
@@ -383,11 +384,12 @@ def test_full_queue_refuses_with_retry_after_and_recovers(tiny_model_dir, tmp_pa
         assert running.stop() == 0
 
 
-def test_sigterm_during_a_burst_answers_every_accepted_request(tiny_model_dir, tmp_path, expected):
-    """SIGTERM while 16 clients keep sending: every request either got a 200 with predict's answer or was refused
-    before the server accepted it (connection refused or closed before a byte of response); the server answered
-    every request it received, the clients received every answer, and it exits 0."""
-    running = ServerProcess(tiny_model_dir, tmp_path / "stderr.log", "--max_batch_size", "2")
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_during_a_burst_answers_every_accepted_request(tiny_model_dir, tmp_path, expected, stop_signal):
+    """SIGTERM (or SIGHUP) while 16 clients keep sending: every request either got a 200 with predict's answer or was
+    refused before the server accepted it (connection refused or closed before a byte of response); the server
+    answered every request it received, the clients received every answer, and it exits 0."""
+    running = ServerProcess(tiny_model_dir, tmp_path / "stderr.log", "--max_batch_size", "2", stop_signal=stop_signal)
     outcomes = {"ok": 0, "refused_http": 0, "refused_transport": 0}
     wrong: list[str] = []
     total = 240
@@ -434,7 +436,7 @@ def test_sigterm_during_a_burst_answers_every_accepted_request(tiny_model_dir, t
     received, answered = running.counts()
     responses = outcomes["ok"] + outcomes["refused_http"]
     assert received == answered == responses + running.health_responses, (outcomes, received, answered)
-    assert "stopped by SIGTERM" in running.stderr()
+    assert f"stopped by {stop_signal.name}" in running.stderr()
 
 
 @pytest.fixture
