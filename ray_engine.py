@@ -27,8 +27,8 @@ from .engine import EngineSettings, heads_from_config, limit_threads, load_class
 from .errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, one_line
 from .input_files import InputFile, expand_inputs, is_uri, read_input_file, uri_filesystem
 from .model_location import read_model_config
-from .records import InputRecord, Outcomes, Prediction
-from .writers import infer_output_format, json_line, make_writer, open_output
+from .records import InputRecord, Outcomes, Prediction, utf8_safe
+from .writers import flat_record, infer_output_format, json_line, make_writer, open_output, output_columns
 
 LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Ray reads these once, when imported, in this process only (they are removed again afterwards, so the processes it
@@ -127,16 +127,12 @@ def shard_format(path: str, requested: str | None) -> str:
     return requested or ("jsonl" if suffix in ("jsonl", "ndjson", "json") else "parquet")
 
 
-def shard_table(records: list[dict[str, Any]], with_top_k: bool, with_attributes: bool) -> pa.Table:
-    """The CSV output's columns (nested values as JSON text) and the origin, the same in every shard."""
-    names = ["id", "label", "score", *["top_k"] * with_top_k, *["attributes"] * with_attributes, "error"]
-    values = {name: [record.get(name) for record in records] for name in [*names, "input_file", "input_record"]}
+def shard_table(rows: list[dict[str, Any]], with_top_k: bool, with_attributes: bool) -> pa.Table:
+    """Rows of `flat_record` plus their origin, as the same typed columns in every shard (ids as JSON text)."""
+    names = [*output_columns(with_top_k, with_attributes), "input_file", "input_record"]
+    values = {name: [row.get(name) for row in rows] for name in names}
     values["id"] = [value if value is None or isinstance(value, str) else json.dumps(value) for value in values["id"]]
-    for nested in ("top_k", "attributes"):
-        if nested in values:
-            values[nested] = [
-                None if value is None else json.dumps(value, ensure_ascii=False) for value in values[nested]
-            ]
+    values["input_file"] = [utf8_safe(path) for path in values["input_file"]]
     types = {"score": pa.float64(), "input_record": pa.int64()}
     return pa.table(values, schema=pa.schema([(name, types.get(name, pa.string())) for name in values]))
 
@@ -174,19 +170,20 @@ class ShardSink(Datasink):
         for table in (BlockAccessor.for_block(block).to_arrow() for block in blocks):
             if not table.num_rows:
                 continue
-            records = []
+            rows = []
+            row = flat_record if self.shard_format == "parquet" else Prediction.to_record
             for (file_index, position), prediction in block_predictions(table):
-                record = prediction.to_record(self.with_top_k)
-                records.append({**record, "input_file": self.files[file_index], "input_record": position})
+                origin = {"input_file": self.files[file_index], "input_record": position}
+                rows.append({**row(prediction, self.with_top_k), **origin})
                 counts.add(prediction)
             name = f"part-{table['file_index'][0].as_py():06d}-{table['position'][0].as_py():012d}.{self.shard_format}"
             with shard_stream(self.folder, name) as stream:
                 if self.shard_format == "parquet":
                     import pyarrow.parquet as pq
 
-                    pq.write_table(shard_table(records, self.with_top_k, self.with_attributes), stream)
+                    pq.write_table(shard_table(rows, self.with_top_k, self.with_attributes), stream)
                 else:
-                    stream.write("".join(json_line(record) for record in records).encode("utf-8"))
+                    stream.write("".join(json_line(row) for row in rows).encode("utf-8"))
         return counts
 
     def on_write_complete(self, write_result: Any) -> None:

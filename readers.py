@@ -15,7 +15,7 @@ from itertools import count
 from typing import Any, BinaryIO
 
 from .errors import KoSentTypeError, one_line
-from .records import InputRecord, LineError, sentence_record, text_error
+from .records import InputRecord, LineError, sentence_record, text_error, utf8_safe
 
 DEFAULT_TEXT_COLUMNS = ("sentence", "text", "문장")
 # 64 KiB: about 21,000 Hangul syllables, a hundred times the longest sentence the model reads (256 tokens).
@@ -99,7 +99,7 @@ def find_text_column(keys: Collection[str], text_column: str | None) -> str | No
 def missing_text(names: Iterable[str], text_column: str | None, noun: str) -> str:
     """'no 'sentence' / 'text' / '문장' field (fields: title)': what was looked for, and what there was."""
     wanted = repr(text_column) if text_column else " / ".join(repr(name) for name in DEFAULT_TEXT_COLUMNS)
-    shown = ", ".join(str(name).encode("utf-8", "backslashreplace").decode("utf-8") for name in names)
+    shown = ", ".join(utf8_safe(str(name)) for name in names)
     return f"no {wanted} {noun} ({noun}s: {shown or 'none'})"
 
 

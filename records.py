@@ -102,3 +102,9 @@ class Outcomes:
             f"{program}: {self.classified + failed} records: {self.classified} classified{failed_part} in "
             f"{seconds:.1f} s ({rate:.1f} sentences/s{rate_note}){where} -> {destination}"
         )
+
+
+def utf8_safe(text: str) -> str:
+    """`text` with any lone surrogate (undecodable input bytes, a JSON `\\ud800`) written as `\\udXXX`, so it can be
+    encoded as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

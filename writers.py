@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .atomic_output import atomic_text_output
-from .records import Prediction
+from .records import Prediction, utf8_safe
 
 OUTPUT_FORMATS = ("jsonl", "csv")
 
@@ -43,26 +43,31 @@ class JsonLinesWriter:
         self.stream.write(json_line(prediction.to_record(self.with_top_k)))
 
 
-class CsvWriter:
-    """id,label,score[,top_k][,attributes],error — nested values as JSON in one cell, to keep the columns fixed."""
+def output_columns(with_top_k: bool, with_attributes: bool) -> list[str]:
+    """The columns of a flat output (CSV, Parquet shards): id,label,score[,top_k][,attributes],error."""
+    optional = [name for name, wanted in (("top_k", with_top_k), ("attributes", with_attributes)) if wanted]
+    return ["id", "label", "score", *optional, "error"]
 
+
+def flat_record(prediction: Prediction, with_top_k: bool) -> dict:
+    """A prediction as one row of flat columns: nested values as JSON text, to keep the columns fixed, and every
+    string UTF-8-safe."""
+    record = prediction.to_record(with_top_k)
+    for key in ("top_k", "attributes"):
+        if key in record:
+            record[key] = json.dumps(record[key], ensure_ascii=False, allow_nan=False)
+    return {key: utf8_safe(value) if isinstance(value, str) else value for key, value in record.items()}
+
+
+class CsvWriter:
     def __init__(self, stream: TextIO, with_top_k: bool, with_attributes: bool = False) -> None:
         self.with_top_k = with_top_k
-        optional = [name for name, wanted in (("top_k", with_top_k), ("attributes", with_attributes)) if wanted]
-        self.writer = csv.DictWriter(
-            stream, fieldnames=["id", "label", "score", *optional, "error"], lineterminator="\n"
-        )
+        columns = output_columns(with_top_k, with_attributes)
+        self.writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
         self.writer.writeheader()
 
     def write(self, prediction: Prediction) -> None:
-        record = prediction.to_record(self.with_top_k)
-        for key, value in record.items():
-            if key in ("top_k", "attributes"):
-                value = json.dumps(value, ensure_ascii=False, allow_nan=False)
-            if isinstance(value, str):  # a lone surrogate can't be UTF-8: written as `\udXXX`
-                value = value.encode("utf-8", "backslashreplace").decode("utf-8")
-            record[key] = value
-        self.writer.writerow(record)
+        self.writer.writerow(flat_record(prediction, self.with_top_k))
 
 
 def make_writer(output_format: str, stream: TextIO, with_top_k: bool, with_attributes: bool):

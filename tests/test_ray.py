@@ -389,3 +389,15 @@ def test_parquet_rows_become_records_like_csv_rows(tmp_path):
     ]
     with path.open("rb") as stream, pytest.raises(KoSentTypeError, match=r"t\.parquet: the Parquet schema has no"):
         list(read_parquet_records(stream, name="t.parquet", text_column="body"))
+
+
+def test_parquet_shards_take_ids_with_undecodable_bytes_as_the_csv_output_does(tmp_path):
+    """An id read with undecodable bytes holds a lone surrogate; the shard escapes it (as `\\udcff`), as the local
+    engine's CSV output does, instead of failing to encode the whole shard."""
+    records = [InputRecord("a\udcff", "가.")]
+    predictions = [Prediction("a\udcff", "사실형", 0.5, [("사실형", 0.5)])]
+    block = ray_engine.predictions_block(ray_engine.records_block(0, 1, records), predictions)
+    sink = ray_engine.ShardSink(str(tmp_path), "parquet", ["in\udcfe.csv"], with_top_k=False, with_attributes=False)
+    sink.write([block], ctx=None)
+    row = pq.read_table(tmp_path / "part-000000-000000000001.parquet").to_pylist()[0]
+    assert (row["id"], row["input_file"], row["label"]) == ("a\\udcff", "in\\udcfe.csv", "사실형")
