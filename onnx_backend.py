@@ -25,8 +25,6 @@ PRECISIONS = ("auto", "fp32", "int8")
 # What the backend reads beside the ONNX files; special_tokens_map.json is optional.
 RUNTIME_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 INPUT_NAMES = ("input_ids", "attention_mask")
-# transformers' stand-in for "no limit" in tokenizer_config.json.
-UNBOUNDED_TOKENIZER_LENGTH = 1_000_000
 THREADS_VARIABLE = "OMP_NUM_THREADS"
 # onnxruntime's fused SkipLayerNormalization ran ten times slower on CPU than the Add + LayerNormalization it
 # replaces (onnxruntime 1.32, 12-layer model: a fifth of the whole int8 run; docs/onnx.md).
@@ -82,13 +80,12 @@ def load_onnx_classifier(
     check_outputs(session, heads, path)
     tokenizer_config = folder / "tokenizer_config.json"
     limit = read_json_file(tokenizer_config, model).get("model_max_length") if tokenizer_config.is_file() else None
-    is_limit = isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < UNBOUNDED_TOKENIZER_LENGTH
     return classifier_from_config(
         OnnxBackend(session, resolved_precision, heads),
         read_tokenizer(folder, model),
         config,
         name=os.fspath(model),
-        tokenizer_limit=limit if is_limit else None,
+        tokenizer_limit=limit,  # model_limits keeps it only if it is a real limit
     )
 
 
