@@ -19,6 +19,8 @@ TYPE_HEAD = "type"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_LENGTH = 256
+# Records read, length-sorted, classified and written at a time: bounds memory on any input size.
+DEFAULT_CHUNK_SIZE = 1024
 # On a CPU, ~1,000-token batches ran up to 20% faster than 4,096 (benchmarks/bench_predict.py: bigger activations
 # leave the caches). GPUs want the largest batch that fits: no token limit by default.
 CPU_BATCH_TOKENS = 1024
@@ -43,7 +45,7 @@ class EngineSettings:
     batch_size: int = DEFAULT_BATCH_SIZE
     max_length: int = DEFAULT_MAX_LENGTH
     top_k: int = 1
-    chunk_size: int = 1024
+    chunk_size: int = DEFAULT_CHUNK_SIZE
     max_batch_tokens: int | None = None
     progress: Callable[[int], None] | None = None
 

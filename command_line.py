@@ -4,9 +4,10 @@ take the same model options and say the same things."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from .classifier import PRECISIONS, Classifier
+from .classifier import PRECISIONS, Classifier, EngineSettings
 from .engine import BACKENDS, load_classifier
 from .errors import KoSentTypeError
 
@@ -32,9 +33,30 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`load_classifier`'s keyword arguments from the options `add_model_arguments` added."""
+    return {name: getattr(args, name) for name in ("backend", "device", "precision", "revision", "trust_remote_code")}
+
+
 def load_from_arguments(args: argparse.Namespace) -> Classifier:
-    options = ("backend", "device", "precision", "revision", "trust_remote_code")
-    return load_classifier(args.model, **{name: getattr(args, name) for name in options})
+    return load_classifier(args.model, **model_options(args))
+
+
+def engine_settings(args: argparse.Namespace, progress: Callable[[int], None] | None = None) -> EngineSettings:
+    """The batching options of kosenttype-predict (local or on Ray) as the engine takes them."""
+    return EngineSettings(
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        top_k=args.top_k,
+        chunk_size=args.chunk_size,
+        max_batch_tokens=args.max_batch_tokens,
+        progress=progress,
+    )
+
+
+def reading_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`readers.read_records`' options from kosenttype-predict's, for the local and the Ray engine alike."""
+    return {name: getattr(args, name) for name in ("text_column", "id_column", "max_line_bytes")}
 
 
 def check_at_least(args: argparse.Namespace, names: Iterable[str], minimum: int = 1) -> None:

@@ -4,10 +4,12 @@ runtime only when asked for) and returns a `classifier.Classifier`. Imports neit
 from __future__ import annotations
 
 import os
+import sys
 
 from .classifier import (  # noqa: F401 - the engine's public names, re-exported
     CPU_BATCH_TOKENS,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_LENGTH,
     TYPE_HEAD,
     Classifier,
@@ -41,6 +43,8 @@ def load_classifier(
 ) -> Classifier:
     """A saved classifier folder or Hub id on `backend` (onnxruntime: the folder's `onnx/` files, no torch at all),
     ready to classify; `KoSentTypeError` in one line when it can't be loaded."""
+    if not sys.stderr.isatty():  # no download bars in logs and pipes: commands keep stderr to their own lines
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if backend == "torch":
         from .torch_backend import load_torch_classifier
 

@@ -8,7 +8,6 @@ that `--backend onnxruntime` starts in a fraction of a second.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -16,8 +15,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kosenttype.atomic_output import check_writable_file, refuse_input_as_output
-from kosenttype.command_line import add_model_arguments, check_at_least, load_from_arguments
-from kosenttype.engine import CPU_BATCH_TOKENS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, EngineSettings, limit_threads
+from kosenttype.command_line import (
+    add_model_arguments,
+    check_at_least,
+    engine_settings,
+    load_from_arguments,
+    reading_options,
+)
+from kosenttype.engine import (
+    CPU_BATCH_TOKENS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_LENGTH,
+    limit_threads,
+)
 from kosenttype.errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, run_command
 from kosenttype.input_files import FILE_FORMATS, file_format, open_input_file
 from kosenttype.readers import DEFAULT_MAX_LINE_BYTES, read_records
@@ -83,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="A longer input line becomes a too_long error record, without being read into memory.",
     )
     add("--top_k", type=int, default=1, help="Also write the N most probable labels with their scores.")
-    add("--chunk_size", type=int, default=1024, help="Sentences read, sorted and written at a time.")
+    add("--chunk_size", type=int, default=DEFAULT_CHUNK_SIZE, help="Sentences read, sorted and written at a time.")
     add("--threads", type=int, help="CPU threads (default: one per core). 1 is faster on a busy machine.")
     return parser
 
@@ -114,20 +125,15 @@ def run(args: argparse.Namespace) -> int:
         refuse_input_as_output(args.output, [args.input], "--output")
     if args.threads:
         limit_threads(args.threads, args.backend)
-    if not sys.stderr.isatty():  # no download bars in logs and pipes (the torch backend quiets its loading bar)
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     with open_input_file(args.input) as source:  # before loading the model: a typo in a path should fail fast
         classifier = load_from_arguments(args)
         where = f"{classifier.device} in {classifier.precision} ({args.backend})"
         print(f"{PROGRAM}: {args.model} on {where}", file=sys.stderr)
         started = time.perf_counter()
         outcomes = Outcomes()
-        reading = {name: getattr(args, name) for name in ("text_column", "id_column", "max_line_bytes")}
-        records = read_records(source, input_format, name=args.input, **reading)
+        records = read_records(source, input_format, name=args.input, **reading_options(args))
         with open_output(args.output) as destination, progress_bar() as progress:
-            settings = EngineSettings(
-                args.batch_size, args.max_length, args.top_k, args.chunk_size, args.max_batch_tokens, progress
-            )
+            settings = engine_settings(args, progress)
             writer = make_writer(output_format, destination, args.top_k > 1, bool(classifier.attributes))
             for prediction in classifier.classify_records(records, settings):
                 writer.write(prediction)

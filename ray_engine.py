@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .atomic_output import atomic_binary_output, check_writable_file, refuse_input_as_output, staged_folder
+from .command_line import engine_settings, model_options, reading_options
 from .engine import EngineSettings, heads_from_config, limit_threads, load_classifier
 from .errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, one_line
 from .input_files import InputFile, expand_inputs, is_uri, read_input_file, uri_filesystem
@@ -385,8 +386,8 @@ class RayJob:
         else:
             output_format = infer_output_format(args.output, args.output_format)
         check_output(args.output, files, folder)
-        settings = EngineSettings(args.batch_size, args.max_length, args.top_k, args.chunk_size, args.max_batch_tokens)
-        return cls(args, files, folder, output_format, settings, len(model_heads(str(args.model), args.revision)) > 1)
+        with_attributes = len(model_heads(str(args.model), args.revision)) > 1
+        return cls(args, files, folder, output_format, engine_settings(args), with_attributes)
 
     def build_dataset(self, workers: Workers) -> ray.data.Dataset:
         """Read (a task per file), cut into blocks of `chunk_size` records (a task's blocks are merged up to Ray's
@@ -397,16 +398,14 @@ class RayJob:
         context.execution_options.preserve_order = not self.folder_output
         context.enable_progress_bars = sys.stderr.isatty()
         context.print_on_execution_start = False
-        reading = {"text_column": args.text_column, "id_column": args.id_column, "max_line_bytes": args.max_line_bytes}
         indices = [{"file_index": index} for index in range(len(self.files))]
         records = ray.data.from_items(indices, override_num_blocks=len(self.files)).map_batches(
-            partial(read_blocks, self.files, reading, chunk_size),
+            partial(read_blocks, self.files, reading_options(args), chunk_size),
             batch_size=1,
             batch_format="pyarrow",
             num_cpus=IO_TASK_CPUS,
         )
-        loading = {name: getattr(args, name) for name in ("backend", "precision", "revision", "trust_remote_code")}
-        loading["device"] = "cuda" if workers.gpus else "cpu"
+        loading = model_options(args) | {"device": "cuda" if workers.gpus else "cpu"}
         return records.repartition(target_num_rows_per_block=chunk_size).map_batches(
             BlockClassifier,
             fn_constructor_args=(str(args.model), loading, self.settings, workers.threads),
