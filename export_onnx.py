@@ -16,7 +16,8 @@ from pathlib import Path
 
 from kosenttype.atomic_output import refuse_input_as_output, staged_folder
 from kosenttype.errors import KoSentTypeError, run_command
-from kosenttype.onnx_backend import ONNX_FOLDER, hub_snapshot, local_folder
+from kosenttype.model_location import local_folder
+from kosenttype.onnx_backend import ONNX_FOLDER, hub_snapshot
 from kosenttype.onnx_export import QUANTIZE_CHOICES, copy_runtime_files, export_onnx
 
 PROGRAM = "kosenttype-export-onnx"

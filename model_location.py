@@ -21,17 +21,28 @@ def locate_model(model: str | os.PathLike) -> str:
         if not (path / "config.json").is_file():
             raise KoSentTypeError(f"cannot load model {text}: not a model folder (it has no config.json)")
         return str(path)
-    looks_like_path = isinstance(model, os.PathLike) or os.path.isabs(text) or text.startswith(("~", "."))
-    if looks_like_path or "\\" in text or text.count("/") > 1:
+    if isinstance(model, os.PathLike) or looks_like_path(text):
         raise KoSentTypeError(f"model folder not found: {text}")
     return text
 
 
+def looks_like_path(text: str) -> bool:
+    """A name that can't be a Hub id (`name`, `owner/name`): absolute, ./, ../, ~, a backslash, more than one /."""
+    return os.path.isabs(text) or text.startswith(("~", ".")) or "\\" in text or text.count("/") > 1
+
+
+def local_folder(model: str | os.PathLike) -> Path | str:
+    """The model's folder as a Path when it is local, else its Hub id."""
+    location = locate_model(model)
+    return Path(location) if Path(location).is_dir() else location
+
+
 def read_model_config(model: str | os.PathLike, revision: str | None = None) -> dict[str, Any]:
     """The model's config.json as a dict, from its folder or the Hub, with one-line errors."""
-    location = locate_model(model)
-    config_path = Path(location) / "config.json"
-    if not Path(location).is_dir():
+    location = local_folder(model)
+    if isinstance(location, Path):
+        config_path = location / "config.json"
+    else:
         from huggingface_hub import hf_hub_download
 
         try:

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 
 from .classifier import TYPE_HEAD, Classifier, classifier_from_config, heads_from_config
 from .errors import KoSentTypeError, one_line
-from .model_location import locate_model
+from .model_location import local_folder
 
 ONNX_FOLDER = "onnx"
 # The Hub's file names (Optimum, Transformers.js: dtype "fp32" and "q8").
@@ -25,6 +25,7 @@ PRECISIONS = ("auto", "fp32", "int8")
 # What the backend reads beside the ONNX files; special_tokens_map.json is optional.
 RUNTIME_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 INPUT_NAMES = ("input_ids", "attention_mask")
+EXTERNAL_DATA_SUFFIX = ".data"  # torch's exporter writes weights past 2 GB to model.onnx.data
 THREADS_VARIABLE = "OMP_NUM_THREADS"
 # onnxruntime's fused SkipLayerNormalization ran ten times slower on CPU than the Add + LayerNormalization it
 # replaces (onnxruntime 1.32, 12-layer model: a fifth of the whole int8 run; docs/onnx.md).
@@ -76,12 +77,10 @@ def load_onnx_classifier(
     config = read_json_file(folder / "config.json", model)
     heads = heads_from_config(config)
     path = folder / ONNX_FOLDER / ONNX_FILES[resolved_precision]
-    session = open_session(path, providers)
-    check_outputs(session, heads, path)
     tokenizer_config = folder / "tokenizer_config.json"
     limit = read_json_file(tokenizer_config, model).get("model_max_length") if tokenizer_config.is_file() else None
     return classifier_from_config(
-        OnnxBackend(session, resolved_precision, heads),
+        open_backend(path, providers, resolved_precision, heads),
         read_tokenizer(folder, model),
         config,
         name=os.fspath(model),
@@ -114,7 +113,7 @@ def locate_onnx_files(model: str | os.PathLike, precision: str, revision: str | 
     for candidate in candidates:
         onnx_file = f"{ONNX_FOLDER}/{ONNX_FILES[candidate]}"
         # with the external data of an export that needed some
-        extra_files = [onnx_file, f"{onnx_file}.data", f"{onnx_file}_data"]
+        extra_files = [onnx_file, onnx_file + EXTERNAL_DATA_SUFFIX, f"{onnx_file}_data"]
         folder = location if isinstance(location, Path) else hub_snapshot(location, revision, extra_files)
         if (folder / onnx_file).is_file():
             return folder, candidate
@@ -122,12 +121,6 @@ def locate_onnx_files(model: str | os.PathLike, precision: str, revision: str | 
     advice = f"run kosenttype-export-onnx --model {os.fspath(model)}"
     advice += " (int8 is its default), or use --precision fp32" if precision == "int8" else " first"
     raise KoSentTypeError(f"cannot run {os.fspath(model)} on onnxruntime: it has no {wanted}; {advice}")
-
-
-def local_folder(model: str | os.PathLike) -> Path | str:
-    """The model's folder as a Path when it is local, else its Hub id (model_location's one rule for telling)."""
-    location = locate_model(model)
-    return Path(location) if Path(location).is_dir() else location
 
 
 def hub_snapshot(repo_id: str, revision: str | None, extra_files: Sequence[str] = ()) -> Path:
@@ -176,6 +169,15 @@ def session_options(threads: int | None) -> onnxruntime.SessionOptions:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: its warnings (e.g. unused initializers) are not the user's
     return options
+
+
+def open_backend(
+    path: Path, providers: list[tuple[str, dict[str, Any]]], precision: str, heads: Mapping[str, list[str]]
+) -> OnnxBackend:
+    """`path` on onnxruntime, once its inputs and its outputs for `heads` are known to be the ones the backend uses."""
+    session = open_session(path, providers)
+    check_outputs(session, heads, path)
+    return OnnxBackend(session, precision, heads)
 
 
 def open_session(path: Path, providers: list[tuple[str, dict[str, Any]]]) -> onnxruntime.InferenceSession:

@@ -21,17 +21,16 @@ import torch
 from torch import nn
 
 from .batching import pad_batch
-from .classifier import Classifier, EngineSettings
+from .classifier import TYPE_HEAD, Classifier, EngineSettings
 from .errors import DEBUG_VARIABLE, KoSentTypeError
 from .folder_verification import VERIFICATION_SENTENCES
-from .onnx_backend import INPUT_NAMES, ONNX_FILES, RUNTIME_FILES, OnnxBackend, check_outputs, open_session, output_name
+from .onnx_backend import EXTERNAL_DATA_SUFFIX, INPUT_NAMES, ONNX_FILES, RUNTIME_FILES, open_backend, output_name
 from .torch_backend import load_torch_classifier
 
 QUANTIZE_CHOICES = ("none", "int8")
 # The most the fp32 graph's logits may differ from torch's: float32 rounding of a re-ordered computation stays
 # around 1e-6; anything near 1e-4 is a real difference in the graph.
 MAX_FP32_LOGIT_DIFFERENCE = 1e-4
-EXTERNAL_DATA_SUFFIX = ".data"  # torch's exporter writes weights past 2 GB to model.onnx.data
 # The converter's check sentences (each sentence type, emoji, Latin script, one far past 256 tokens, which the
 # check truncates at the model's own limit), plus a one-word sentence and a long one with numbers.
 PROBE_SENTENCES = [
@@ -143,9 +142,7 @@ def write_fp32_graph(classifier: Classifier, path: Path, opset: int | None) -> i
 
 def onnx_twin(classifier: Classifier, path: Path, precision: str) -> Classifier:
     """The same classifier (tokenizer, heads, limits) with `path` running on onnxruntime on the CPU."""
-    session = open_session(path, [("CPUExecutionProvider", {})])
-    check_outputs(session, classifier.heads, path)
-    return replace(classifier, backend=OnnxBackend(session, precision, classifier.heads))
+    return replace(classifier, backend=open_backend(path, [("CPUExecutionProvider", {})], precision, classifier.heads))
 
 
 def max_logit_difference(reference: Classifier, candidate: Classifier, sentences: Sequence[str]) -> float:
@@ -173,7 +170,7 @@ def agreement(
     """(share of sentences with the same type label, max probability difference over every head and label)."""
     settings = EngineSettings(max_length=reference.max_length)
     expected, actual = reference.logits(sentences, settings), candidate.logits(sentences, settings)
-    same_label = float(np.mean(expected["type"].argmax(-1) == actual["type"].argmax(-1)))
+    same_label = float(np.mean(expected[TYPE_HEAD].argmax(-1) == actual[TYPE_HEAD].argmax(-1)))
     difference = max(
         float(np.abs(reference.probabilities(actual[head], head) - reference.probabilities(expected[head], head)).max())
         for head in reference.heads
@@ -197,12 +194,16 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
             per_channel=True,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=[node.name for node in graph.node if outputs.intersection(node.output)],
-            use_external_data_format=fp32_path.with_name(fp32_path.name + EXTERNAL_DATA_SUFFIX).exists(),
+            use_external_data_format=external_data(fp32_path).exists(),
         )
 
 
+def external_data(path: Path) -> Path:
+    return path.with_name(path.name + EXTERNAL_DATA_SUFFIX)
+
+
 def _megabytes(path: Path) -> str:
-    external = path.with_name(path.name + EXTERNAL_DATA_SUFFIX)
+    external = external_data(path)
     size = path.stat().st_size + (external.stat().st_size if external.exists() else 0)
     return f"{size / 2**20:.1f} MB"
 

@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from .configuration_kosenttype import DEFAULT_BACKBONE, KoSentTypeConfig
 from .errors import KoSentTypeError, one_line
 from .model_limits import capped_max_length
+from .model_location import looks_like_path
 from .modeling_kosenttype import KoSentTypeForSequenceClassification
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def check_local_sources(model_name_or_path: str, tokenizer_name: str | None, enc
     for option, source in sources.items():
         if source is None or os.path.exists(source):
             continue
-        if os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1 or "\\" in source:
+        if looks_like_path(source):
             raise KoSentTypeError(f"{option} {source}: not found")  # a path, not a Hub id (`name`, `owner/name`)
 
 
