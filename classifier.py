@@ -21,6 +21,7 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_LENGTH = 256
 # Records read, length-sorted, classified and written at a time: bounds memory on any input size.
 DEFAULT_CHUNK_SIZE = 1024
+NON_FINITE_MESSAGE = "the model produced non-finite scores (NaN or inf); its weights may be corrupt"
 # On a CPU, ~1,000-token batches ran up to 20% faster than 4,096 (benchmarks/bench_predict.py: bigger activations
 # leave the caches). GPUs want the largest batch that fits: no token limit by default.
 CPU_BATCH_TOKENS = 1024
@@ -59,6 +60,15 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
+def ranked_labels(scores: np.ndarray, labels: Sequence[str], top_k: int | None) -> list[tuple[str, float]]:
+    """(label, score) pairs, highest first (ties in label order), the `top_k` first (None: all)."""
+    return [(labels[index], float(scores[index])) for index in np.argsort(-scores, kind="stable")[:top_k]]
+
+
+def all_finite(arrays: Iterable[np.ndarray]) -> bool:
+    return all(np.isfinite(values).all() for values in arrays)
+
+
 @dataclass
 class Classifier:
     """A loaded model: `heads` maps "type" and each attribute head to its labels, `max_length` is the most tokens
@@ -89,9 +99,10 @@ class Classifier:
     def device(self) -> str:
         return self.backend.device
 
-    def resolve(self, settings: EngineSettings) -> EngineSettings:
-        """The settings a run really uses: `max_length` capped at the model's limit, the device's token budget."""
-        default_tokens = CPU_BATCH_TOKENS if self.device == "cpu" else 0
+    def resolve(self, settings: EngineSettings, cpu_batch_tokens: int = CPU_BATCH_TOKENS) -> EngineSettings:
+        """The settings a run really uses: `max_length` capped at the model's limit, the device's token budget
+        (`cpu_batch_tokens` on a CPU, no limit on a GPU) unless the settings name one."""
+        default_tokens = cpu_batch_tokens if self.device == "cpu" else 0
         tokens = default_tokens if settings.max_batch_tokens is None else settings.max_batch_tokens
         return replace(settings, max_length=min(settings.max_length, self.max_length), max_batch_tokens=tokens)
 
@@ -157,12 +168,9 @@ class Classifier:
         self, record_id: Any, probabilities: Mapping[str, np.ndarray], settings: EngineSettings
     ) -> Prediction:
         """A record's prediction from its probabilities per head, or an error if the model produced NaN or inf."""
-        if not all(np.isfinite(values).all() for values in probabilities.values()):
-            message = "the model produced non-finite scores (NaN or inf); its weights may be corrupt"
-            return Prediction(record_id, error=LineError("non_finite", message))
-        type_scores = probabilities[TYPE_HEAD]
-        ranked = np.argsort(-type_scores, kind="stable")[: settings.top_k]
-        top_k = [(self.labels[index], float(type_scores[index])) for index in ranked]
+        if not all_finite(probabilities.values()):
+            return Prediction(record_id, error=LineError("non_finite", NON_FINITE_MESSAGE))
+        top_k = ranked_labels(probabilities[TYPE_HEAD], self.labels, settings.top_k)
         attributes = {
             head: (labels[int(probabilities[head].argmax())], float(probabilities[head].max()))
             for head, labels in self.attributes.items()

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
+from .classifier import NON_FINITE_MESSAGE, all_finite, ranked_labels
 from .dynamic_batching import BatcherClosed, DynamicBatcher, QueueFull
 from .engine import DEFAULT_MAX_LENGTH, TYPE_HEAD, Classifier, EngineSettings, sigmoid, softmax
 from .errors import EXIT_OK, KoSentTypeError, one_line
@@ -233,12 +234,8 @@ class InferenceService:
     def attach(self, classifier: Classifier) -> bool:
         """Start serving `classifier`; False if the server is already shutting down."""
         limits = self.limits
-        max_batch_tokens = limits.max_batch_tokens
-        if max_batch_tokens is None and classifier.device == "cpu":
-            max_batch_tokens = CPU_SERVER_BATCH_TOKENS
-        settings = classifier.resolve(
-            EngineSettings(limits.max_batch_size, limits.max_length, max_batch_tokens=max_batch_tokens)
-        )
+        requested = EngineSettings(limits.max_batch_size, limits.max_length, max_batch_tokens=limits.max_batch_tokens)
+        settings = classifier.resolve(requested, cpu_batch_tokens=CPU_SERVER_BATCH_TOKENS)
         batcher = DynamicBatcher(
             lambda texts: logits_rows(classifier, texts, settings),
             max_batch_size=limits.max_batch_size,
@@ -291,9 +288,8 @@ class InferenceService:
             rows = await asyncio.wrap_future(future)
         except Exception as error:
             raise ApiError(500, f"the model failed: {type(error).__name__}: {one_line(error)}", "backend") from error
-        if not all(np.isfinite(values).all() for row in rows for values in row.values()):
-            message = "the model produced non-finite scores (NaN or inf); its weights may be corrupt"
-            raise ApiError(500, message, "backend")
+        if not all_finite(values for row in rows for values in row.values()):
+            raise ApiError(500, NON_FINITE_MESSAGE, "backend")
         return rows
 
     def description(self) -> dict[str, Any]:
@@ -368,12 +364,8 @@ def text_classification_output(
     text-classification pipeline chooses (softmax, or a sigmoid per label for multi-label models)."""
     parameters = parameters or TextClassificationParameters()
     score = SCORE_FUNCTIONS.get(parameters.function_to_apply, classifier.probabilities)
-    output = []
-    for logits in type_logits:
-        scores = score(logits)
-        order = np.argsort(-scores, kind="stable")[: parameters.top_k]
-        output.append([{"label": classifier.labels[index], "score": float(scores[index])} for index in order])
-    return output
+    ranked = (ranked_labels(score(logits), classifier.labels, parameters.top_k) for logits in type_logits)
+    return [[{"label": label, "score": value} for label, value in pairs] for pairs in ranked]
 
 
 class TextClassificationParameters(BaseModel):
@@ -507,8 +499,8 @@ def create_app(service: InferenceService) -> FastAPI:
         """Text Embeddings Inference's classification route: all labels, highest score first."""
         sentences, single = tei_sentences(request.inputs)
         texts = checked_texts(sentences, single, service.limits)
-        if request.truncate is False:
-            service.check_untruncated(texts, single)
+        if request.truncate is False:  # tokenizing up to a whole batch untruncated: off the event loop
+            await asyncio.to_thread(service.check_untruncated, texts, single)
         rows = await service.logits(texts)
         parameters = TextClassificationParameters(function_to_apply="none" if request.raw_scores else None)
         results = text_classification_output(service.loaded(), [row[TYPE_HEAD] for row in rows], parameters)
