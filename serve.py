@@ -3,7 +3,7 @@
     kosenttype-serve --model DIR_OR_HUB_ID [--host 127.0.0.1] [--port 8080]
 
 Routes: POST / (Inference API), POST /predict (TEI), POST /classify (predict's records), GET /health, /info, /metrics,
-/docs. SIGTERM or Ctrl-C answers every accepted request and exits 0; a startup error is one line, exit 2. See
+/docs. SIGTERM, SIGHUP or Ctrl-C answers every accepted request and exits 0; a startup error is one line, exit 2. See
 docs/serving.md.
 """
 
@@ -14,11 +14,12 @@ import sys
 from dataclasses import fields
 
 from kosenttype.command_line import add_model_arguments, check_at_least, load_from_arguments
-from kosenttype.engine import DEFAULT_MAX_LENGTH
 from kosenttype.errors import KoSentTypeError, run_command
+from kosenttype.serving_limits import CPU_SERVER_BATCH_TOKENS, ServingLimits
 
 PROGRAM = "kosenttype-serve"
 AT_LEAST_ONE = ("max_batch_size", "max_queue", "max_client_batch_size", "max_input_length", "max_length")
+DEFAULTS = ServingLimits()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,34 +28,55 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(parser)
     add("--host", default="127.0.0.1", help="The address to listen on (default: 127.0.0.1, this machine only).")
     add("--port", type=int, default=8080, help="The port to listen on (default: 8080; 0 picks a free one).")
-    add("--max_batch_size", type=int, default=64, help="Sentences per model call, at most (1: no batching).")
+    add(
+        "--max_batch_size",
+        type=int,
+        default=DEFAULTS.max_batch_size,
+        help="Sentences per model call, at most (1: no batching).",
+    )
     add(
         "--max_batch_tokens",
         type=int,
-        help="Split a model call into forward passes of at most this many padded tokens (default: 256 on a CPU, "
-        "no limit on a GPU; 0: no limit).",
+        help="Split a model call into forward passes of at most this many padded tokens (default: "
+        f"{CPU_SERVER_BATCH_TOKENS} on a CPU, no limit on a GPU; 0: no limit).",
     )
     add(
         "--max_wait_ms",
         type=float,
-        default=5.0,
-        help="How long the oldest waiting request may wait for others to fill a batch (default: 5 ms).",
+        default=DEFAULTS.max_wait_ms,
+        help="How long the oldest waiting request may wait for others to fill a batch "
+        f"(default: {DEFAULTS.max_wait_ms:g} ms).",
     )
     add(
         "--max_queue",
         type=int,
-        default=1024,
+        default=DEFAULTS.max_queue,
         help="Sentences waiting for a batch, at most; beyond, requests get 429 with Retry-After.",
     )
-    add("--max_client_batch_size", type=int, default=32, help="Sentences in one request, at most (else 413).")
-    add("--max_input_length", type=int, default=10_000, help="Characters in one sentence, at most (else 413).")
-    add("--max_length", type=int, default=DEFAULT_MAX_LENGTH, help="Truncate sentences to this many tokens.")
-    add("--max_body_bytes", type=int, default=2_000_000, help="Bytes in one request body, at most (else 413).")
+    add(
+        "--max_client_batch_size",
+        type=int,
+        default=DEFAULTS.max_client_batch_size,
+        help="Sentences in one request, at most (else 413).",
+    )
+    add(
+        "--max_input_length",
+        type=int,
+        default=DEFAULTS.max_input_length,
+        help="Characters in one sentence, at most (else 413).",
+    )
+    add("--max_length", type=int, default=DEFAULTS.max_length, help="Truncate sentences to this many tokens.")
+    add(
+        "--max_body_bytes",
+        type=int,
+        default=DEFAULTS.max_body_bytes,
+        help="Bytes in one request body, at most (else 413).",
+    )
     add(
         "--graceful_shutdown_s",
         type=float,
         default=60.0,
-        help="On SIGTERM, how long to wait for accepted requests before closing anyway (default: 60 s).",
+        help="On SIGTERM or SIGHUP, how long to wait for accepted requests before closing anyway (default: 60 s).",
     )
     add(
         "--log_level",
@@ -87,7 +109,7 @@ def check_numbers(args: argparse.Namespace) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from kosenttype.server_app import InferenceService, ServerMetrics, ServingLimits, run_server
+        from kosenttype.server_app import InferenceService, ServerMetrics, run_server
     except ImportError as error:
         raise KoSentTypeError(
             f"{PROGRAM} needs the serve extra ({error.name} is missing): pip install 'kosenttype[serve]'"
@@ -106,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 stopped by SIGTERM/SIGINT after answering every accepted request; 2 could not start."""
+    """Exit status: 0 stopped by SIGTERM/SIGHUP/SIGINT after answering every accepted request; 2 could not start."""
     return run_command(PROGRAM, lambda: run(check_numbers(build_parser().parse_args(argv))))
 
 

@@ -14,7 +14,6 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any, Literal
 
@@ -31,9 +30,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import __version__
 from .classifier import NON_FINITE_MESSAGE, all_finite, ranked_labels
 from .dynamic_batching import BatcherClosed, DynamicBatcher, QueueFull
-from .engine import DEFAULT_MAX_LENGTH, TYPE_HEAD, Classifier, EngineSettings, sigmoid, softmax
+from .engine import TYPE_HEAD, Classifier, EngineSettings, sigmoid, softmax
 from .errors import EXIT_OK, KoSentTypeError, one_line
 from .records import text_error
+from .serving_limits import CPU_SERVER_BATCH_TOKENS, ServingLimits
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -44,28 +44,6 @@ SCORE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": sigmoid,
     "none": lambda logits: logits,
 }
-# A dynamic batch is a few dozen sentences of mixed lengths, not predict's length-sorted chunk: on DACON sentences in
-# batches of 28 the padded tokens were 1.53x the real ones at predict's CPU budget of 1,024 tokens, 1.18x at 256, and
-# the 12-layer model ran at 70% and 95% of predict's sentences/s (benchmarks/bench_serve.py measures the server).
-CPU_SERVER_BATCH_TOKENS = 256
-
-
-@dataclass(frozen=True)
-class ServingLimits:
-    """How the server batches and what it refuses. `max_queue` counts sentences waiting for a batch;
-    `max_input_length` counts characters; `max_length` is the tokens a sentence is truncated to (as in predict).
-    `max_batch_tokens`: None = CPU_SERVER_BATCH_TOKENS on a CPU, no limit on a GPU; 0 = no limit."""
-
-    max_batch_size: int = 64
-    max_batch_tokens: int | None = None
-    max_wait_ms: float = 5.0
-    max_queue: int = 1024
-    max_client_batch_size: int = 32
-    max_input_length: int = 10_000
-    max_length: int = DEFAULT_MAX_LENGTH
-    max_body_bytes: int = 2_000_000
-
-
 class ApiError(HTTPException):
     """A request the server answers with an error: its HTTP status, TEI's `error_type`, and a one-line message."""
 
