@@ -14,13 +14,15 @@ from transformers import AutoConfig, PretrainedConfig
 
 SENTENCE_TYPES = ("사실형", "추론형", "예측형", "대화형")
 POOLING_MODES = ("mean", "cls")
-# The other three axes of the AI Hub / DACON sentence-type taxonomy, each label list in its head's index order:
-# polarity 극성, tense 시제, certainty 확실성. `KoSentTypeConfig(attributes=ATTRIBUTE_LABELS)` asks for these heads.
+# The other three axes of the AI Hub / DACON sentence-type taxonomy, each label list in its head's index order.
+# `KoSentTypeConfig(attributes=ATTRIBUTE_LABELS)` asks for these heads.
 ATTRIBUTE_LABELS: Mapping[str, tuple[str, ...]] = {
     "polarity": ("긍정", "부정", "미정"),
     "tense": ("과거", "현재", "미래"),
     "certainty": ("확실", "불확실"),
 }
+# Each axis's name in the AI Hub annotations and DACON's columns.
+ATTRIBUTE_KOREAN_NAMES = {"polarity": "극성", "tense": "시제", "certainty": "확실성"}
 DEFAULT_BACKBONE = "jhgan/ko-sroberta-multitask"
 # Written into every config, so a saved classifier also opens as the bare embedding model through AutoModel.
 AUTO_MAP = {

@@ -25,7 +25,7 @@ from typing import Any
 import datasets
 from datasets import ClassLabel, Dataset, Features, Value, load_dataset
 
-from .configuration_kosenttype import ATTRIBUTE_LABELS
+from .configuration_kosenttype import ATTRIBUTE_KOREAN_NAMES, ATTRIBUTE_LABELS
 from .errors import KoSentTypeError, one_line
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 # Column pairs (text, label) looked for when none is named: ours and prepare_aihub.py's, then DACON's.
 KNOWN_COLUMNS = (("sentence", "label"), ("문장", "유형"))
 # The attribute axes a file may carry, each by its column names: prepare_aihub.py's, then DACON's.
-ATTRIBUTE_COLUMNS = {"polarity": ("polarity", "극성"), "tense": ("tense", "시제"), "certainty": ("certainty", "확실성")}
+ATTRIBUTE_COLUMNS = {axis: (axis, korean) for axis, korean in ATTRIBUTE_KOREAN_NAMES.items()}
 # File suffix → the `datasets` builder that parses it.
 BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv"}
 # A JSON string escape of a UTF-16 surrogate: text only in a valid high + low pair, never alone.

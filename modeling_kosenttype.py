@@ -72,8 +72,15 @@ def cross_entropy_sums(
     weighted_losses = nn.functional.cross_entropy(
         logits.float(), labels, weight=weights, reduction="none", label_smoothing=label_smoothing
     )
-    label_weights = torch.where(labels != -100, weights[labels.clamp(min=0)], 0.0)
-    return weighted_losses.sum(), label_weights.sum()
+    return weighted_losses.sum(), known_label_weight(labels, weights)
+
+
+def known_label_weight(labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ w_y over the labels that are known (-100 = unknown); without class weights, their count."""
+    known = labels != -100
+    if class_weights is None:
+        return known.sum().float()
+    return torch.where(known, class_weights.to(labels.device)[labels.clamp(min=0)], 0.0).sum()
 
 
 def attribute_losses(

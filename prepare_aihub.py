@@ -19,14 +19,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 from kosenttype.atomic_output import check_writable_file, refuse_input_as_output, write_text_atomically
-from kosenttype.configuration_kosenttype import SENTENCE_TYPES
+from kosenttype.configuration_kosenttype import ATTRIBUTE_KOREAN_NAMES, SENTENCE_TYPES
 from kosenttype.errors import EXIT_OK, EXIT_SOME_FAILED, KoSentTypeError, one_line, run_command
 from kosenttype.tables import format_table
 
 PROGRAM = "kosenttype-prepare-aihub"
 ZIP_UTF8_FLAG = 0x800
 # AI Hub's other label axes (in `value`) and metadata, and the record keys they become.
-VALUE_FIELDS = {"극성": "polarity", "시제": "tense", "확실성": "certainty"}
+VALUE_FIELDS = {korean: axis for axis, korean in ATTRIBUTE_KOREAN_NAMES.items()}
 METADATA_FIELDS = {"ID": "doc_id", "MEDIA_TYPE": "media_type", "CATEGORY": "category"}
 MAX_CONFLICTS_SHOWN = 20
 DESCRIPTION = (

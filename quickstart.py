@@ -147,9 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--output-dir {args.output_dir} holds files the quickstart did not write ({', '.join(foreign[:5])}); "
                 "choose a new or empty folder"
             )
-    # A link is followed, so the folder it names is replaced rather than the link itself.
-    target = args.output_dir.resolve() if args.output_dir.is_symlink() else args.output_dir
-    with staged_folder(target, replace=True) as workspace:
+    with staged_folder(args.output_dir, replace=True) as workspace:  # a link is written through, as staged_folder does
         build(workspace, QUICK if args.quick else FULL, args.seed)
         classify_demo_sentences(workspace, shown=args.output_dir)
     model_dir = args.output_dir / "model"

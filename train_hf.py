@@ -37,6 +37,7 @@ from transformers.utils import is_torch_bf16_gpu_available, is_torch_cuda_availa
 
 from kosenttype import SENTENCE_TYPES, labelled_data, reporting
 from kosenttype.atomic_output import staged_folder, write_text_atomically
+from kosenttype.configuration_kosenttype import normalize_loss_weights
 from kosenttype.errors import KoSentTypeError, one_line, run_command
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 from kosenttype.labelled_data import Example, label_counts
@@ -261,14 +262,12 @@ def attribute_loss_weights(value: str | None, attributes: dict[str, list[str]]) 
             weights = dict.fromkeys(attributes, float(value))
         else:
             weights = {axis.strip(): float(weight) for axis, weight in (pair.split("=") for pair in value.split(","))}
+        return normalize_loss_weights(weights, attributes)  # the config's own rule: known axes, finite, >= 0
     except ValueError:
-        weights = {}
-    if not weights or not set(weights) <= set(attributes) or not all(0 <= w < float("inf") for w in weights.values()):
         raise KoSentTypeError(
             f"--attribute_loss_weight {value}: expected a number >= 0 or axis=number pairs for the axes "
             f"{', '.join(attributes)}, e.g. {next(iter(attributes))}=0.5"
-        )
-    return weights
+        ) from None
 
 
 def run_record(

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Sampler
 from transformers import Trainer
 
-from .modeling_kosenttype import cross_entropy_sums
+from .modeling_kosenttype import cross_entropy_sums, known_label_weight
 
 CLASS_WEIGHTINGS = ("balanced", "inverse_sqrt", "none")
 
@@ -53,14 +53,6 @@ class SeededWeightedRandomSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
-
-
-def known_label_weight(labels: torch.Tensor, class_weights: torch.Tensor | None) -> torch.Tensor:
-    """Σ w_y over the labels that are known (-100 = unknown); without class weights, their count."""
-    known = labels != -100
-    if class_weights is None:
-        return known.sum().float()
-    return torch.where(known, class_weights.to(labels.device)[labels.clamp(min=0)], 0.0).sum()
 
 
 class WeightedTrainer(Trainer):
