@@ -18,8 +18,9 @@ from kosenttype import run_side_files as side_files
 from kosenttype.atomic_output import refuse_input_as_output, staged_folder
 from kosenttype.checkpoint_architecture import build_config, named_backbone, resolve_architecture, usable_max_length
 from kosenttype.checkpoint_loading import read_checkpoint
-from kosenttype.errors import KoSentTypeError, one_line, run_command
+from kosenttype.errors import KoSentTypeError, run_command
 from kosenttype.folder_verification import VERIFICATION_SENTENCES, verify_saved_folder
+from kosenttype.hub_publishing import push_folder
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 from kosenttype.model_card import write_model_card
 from kosenttype.weight_checks import check_tensors_are_sound, check_tokenizer_fits
@@ -114,15 +115,7 @@ def run(argv: list[str] | None) -> int:
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     output_dir = convert(args)
     if args.push_to_hub:  # the token comes from HF_TOKEN or `hf auth login`
-        from huggingface_hub import HfApi
-
-        api = HfApi()
-        try:
-            repo_url = api.create_repo(args.push_to_hub, private=args.private, exist_ok=True)
-            api.upload_folder(repo_id=args.push_to_hub, folder_path=output_dir, commit_message=args.commit_message)
-        except Exception as error:
-            failure = f"{output_dir} was written, but pushing it to {args.push_to_hub} failed: {one_line(error, 300)}"
-            raise KoSentTypeError(failure) from None
+        repo_url = push_folder(output_dir, args.push_to_hub, commit_message=args.commit_message, private=args.private)
         report(f"published: {repo_url}")
     return 0
 

@@ -21,7 +21,6 @@ from typing import Any, Literal
 import torch
 import transformers
 from accelerate import PartialState
-from huggingface_hub import HfApi
 from transformers import (
     DataCollatorWithPadding,
     EarlyStoppingCallback,
@@ -39,6 +38,7 @@ from kosenttype import SENTENCE_TYPES, labelled_data, reporting
 from kosenttype.atomic_output import staged_folder, write_text_atomically
 from kosenttype.configuration_kosenttype import normalize_loss_weights
 from kosenttype.errors import KoSentTypeError, one_line, run_command
+from kosenttype.hub_publishing import push_folder
 from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 from kosenttype.labelled_data import Example, label_counts
 from kosenttype.model_card import write_model_card
@@ -412,7 +412,14 @@ def fit(
     if trainer.is_world_process_zero():
         package = save_package(trainer, evaluations, splits, names, model_args, data_args, training_args)
         if training_args.push_to_hub:
-            push_package(package, training_args)
+            push_folder(  # only the package: no checkpoints or training state
+                package,
+                training_args.hub_model_id or Path(training_args.output_dir).absolute().name,
+                commit_message="End of training",
+                private=training_args.hub_private_repo,
+                token=training_args.hub_token,
+                revision=training_args.hub_revision,
+            )
     return {"train": train_result.metrics, **{split: result["metrics"] for split, result in evaluations.items()}}
 
 
@@ -491,25 +498,6 @@ def save_package(
         write_model_card(staging, model.config, **card)
     logger.info(f"The model package is in {folder}")
     return folder
-
-
-def push_package(folder: Path, args: TrainingArguments) -> None:
-    """Upload the package folder (only it: no checkpoints or training state) to the Hub repository."""
-    api = HfApi()
-    try:
-        name = args.hub_model_id or Path(args.output_dir).absolute().name
-        repo = api.create_repo(name, token=args.hub_token, private=args.hub_private_repo, exist_ok=True)
-        api.upload_folder(
-            repo_id=repo.repo_id,
-            folder_path=str(folder),
-            commit_message="End of training",
-            token=args.hub_token,
-            revision=args.hub_revision,
-        )
-    except (OSError, ValueError) as error:  # huggingface_hub's HTTP errors are OSErrors
-        raise KoSentTypeError(
-            f"pushing {folder} to the Hub failed ({one_line(error)}); the model is saved there: upload it later"
-        ) from None
 
 
 def cross_validate(

@@ -405,7 +405,7 @@ class RecordingHubApi:
 
 def test_push_to_hub_uploads_the_package_with_our_card(scratch_setup, tmp_path, monkeypatch):
     api = RecordingHubApi()
-    monkeypatch.setattr("kosenttype.train_hf.HfApi", lambda: api)
+    monkeypatch.setattr("kosenttype.hub_publishing.HfApi", lambda: api)
     output = tmp_path / "pushed"
     argv = ["--train_file", str(scratch_setup["train"]), "--validation_file", str(scratch_setup["validation"])]
     argv += [*scratch_setup["arguments"], "--num_train_epochs", "1", "--output_dir", str(output)]
