@@ -7,7 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from kosenttype.engine import TYPE_HEAD, EngineSettings, load_classifier
-from kosenttype.server_app import ServingLimits, TextClassificationRequest, checked_texts, text_classification_output
+from kosenttype.server_app import (
+    ServingLimits,
+    TextClassificationRequest,
+    checked_texts,
+    refuse_non_finite,
+    text_classification_output,
+)
 
 
 class EndpointHandler:
@@ -21,5 +27,6 @@ class EndpointHandler:
     def __call__(self, data: dict[str, Any]) -> list[list[dict[str, Any]]]:
         request = TextClassificationRequest.model_validate(data)
         texts = checked_texts(*request.sentences(), self.limits)
-        logits = self.classifier.logits(texts, EngineSettings(max_length=self.limits.max_length))[TYPE_HEAD]
-        return text_classification_output(self.classifier, list(logits), request.parameters)
+        logits = self.classifier.logits(texts, EngineSettings(max_length=self.limits.max_length))
+        refuse_non_finite(logits.values())
+        return text_classification_output(self.classifier, list(logits[TYPE_HEAD]), request.parameters)

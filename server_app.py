@@ -12,7 +12,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from itertools import accumulate
 from typing import Any, Literal
@@ -44,6 +44,8 @@ SCORE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": sigmoid,
     "none": lambda logits: logits,
 }
+
+
 class ApiError(HTTPException):
     """A request the server answers with an error: its HTTP status, TEI's `error_type`, and a one-line message."""
 
@@ -266,8 +268,7 @@ class InferenceService:
             rows = await asyncio.wrap_future(future)
         except Exception as error:
             raise ApiError(500, f"the model failed: {type(error).__name__}: {one_line(error)}", "backend") from error
-        if not all_finite(values for row in rows for values in row.values()):
-            raise ApiError(500, NON_FINITE_MESSAGE, "backend")
+        refuse_non_finite(values for row in rows for values in row.values())
         return rows
 
     def description(self) -> dict[str, Any]:
@@ -311,6 +312,12 @@ class InferenceService:
                 "max_body_bytes": limits.max_body_bytes,
             },
         }
+
+
+def refuse_non_finite(logits: Iterable[np.ndarray]) -> None:
+    """A 500 rather than NaN scores, which are not JSON: the model's weights are broken, not the request."""
+    if not all_finite(logits):
+        raise ApiError(500, NON_FINITE_MESSAGE, "backend")
 
 
 def checked_texts(texts: Sequence[Any], single: bool, limits: ServingLimits) -> list[str]:

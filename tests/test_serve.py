@@ -7,6 +7,7 @@ is stopped by that test; every wait and every loop is bounded in count and time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import torch
 from conftest import KOREAN_SENTENCES
@@ -591,6 +593,40 @@ def test_endpoint_handler_answers_as_the_server(tiny_model_dir, expected):
         handler({"inputs": "  "})
     with pytest.raises(ValidationError):
         handler({"inputs": 5})
+
+
+class NonFiniteBackend:
+    """The tiny model's backend with its type logits replaced by NaN: what corrupt weights give."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.name, self.device, self.precision = backend, backend.name, backend.device, backend.precision
+
+    def logits(self, input_ids, attention_mask):
+        logits = self.backend.logits(input_ids, attention_mask)
+        return {**logits, "type": np.full_like(logits["type"], np.nan)}
+
+
+def test_non_finite_scores_are_a_500_never_nan_in_json(app_in_thread, tiny_model_dir):
+    from kosenttype.engine import load_classifier
+    from kosenttype.handler import EndpointHandler
+    from kosenttype.server_app import ApiError
+
+    classifier = load_classifier(tiny_model_dir, device="cpu", precision="fp32")
+    broken = dataclasses.replace(classifier, backend=NonFiniteBackend(classifier.backend))
+    url, service = app_in_thread
+    assert service.attach(broken)
+    for route in ("/", "/predict", "/classify"):
+        response = httpx.post(f"{url}{route}", json={"inputs": "문장."}, timeout=30)
+        assert response.status_code == 500, (route, response.text)
+        assert response.json() == {
+            "error": "the model produced non-finite scores (NaN or inf); its weights may be corrupt",
+            "error_type": "backend",
+        }
+    handler = EndpointHandler(str(tiny_model_dir), precision="fp32")
+    handler.classifier = broken
+    with pytest.raises(ApiError, match="non-finite scores") as refused:
+        handler({"inputs": "문장."})
+    assert refused.value.status_code == 500
 
 
 # ---------------------------------------------------------------------------------------------------------------
