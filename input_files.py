@@ -121,18 +121,19 @@ def open_input_file(path: str) -> Iterator[BinaryIO]:
     if path == "-":
         yield sys.stdin.buffer
         return
-    if not is_uri(path) and not os.path.exists(path):
+    uri = is_uri(path)
+    if not uri and not os.path.exists(path):
         raise KoSentTypeError(f"input file not found: {path}")
-    if not is_uri(path) and os.path.isdir(path):
+    if not uri and os.path.isdir(path):
         raise KoSentTypeError(f"input is a folder, not a file: {path}")
     try:
-        if is_uri(path):
+        if uri:
             filesystem, inner = uri_filesystem(path)
             stream = io.BufferedReader(filesystem.open_input_file(inner))  # pyarrow's own have no readline(limit)
         else:
             stream = open(path, "rb")  # noqa: SIM115 - closed below, after the generator using it is done
     except (OSError, ValueError) as error:
-        reason = error.strerror if isinstance(error, OSError) and not is_uri(path) else one_line(error)
+        reason = error.strerror if isinstance(error, OSError) and not uri else one_line(error)
         raise KoSentTypeError(f"cannot read input {path}: {reason}") from error
     with stream:
         yield stream
