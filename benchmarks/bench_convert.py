@@ -31,12 +31,11 @@ TOKENIZER_SENTENCES = [
     "주말에는 비가 올 가능성이 높다.",
     "이 문제는 어떻게 풀면 좋을까요?",
 ]
-# Each child reports its own high-water mark (VmHWM): getrusage's ru_maxrss would also count the parent's memory,
-# which survives fork + exec.
-CHILD_PRELUDE = "import json, re, sys, time\nstart = time.perf_counter()\n"
+# Each child reports its own high-water mark with bench_common.peak_rss_mb.
+CHILD_PRELUDE = "import json, sys, time\nstart = time.perf_counter()\n"
 CHILD_RESULT = (
-    "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
-    "print(json.dumps({'rc': rc, 'wall_s': time.perf_counter() - start, 'peak_mb': int(hwm) / 1024}))"
+    "from bench_common import peak_rss_mb\n"
+    "print(json.dumps({'rc': rc, 'wall_s': time.perf_counter() - start, 'peak_mb': peak_rss_mb()}))"
 )
 CONVERT_CHILD = (
     CHILD_PRELUDE + "from kosenttype.convert_checkpoint import main\nrc = main(sys.argv[1:])\n" + CHILD_RESULT
@@ -81,7 +80,11 @@ def build_run_folder(folder: Path, num_layers: int) -> Path:
 def run_child(code: str, args: list[str]) -> dict:
     """Run a measured child; poll its descendants' high-water marks (the verification process) while it runs."""
     child = subprocess.Popen(
-        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env()
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(PYTHONPATH=str(Path(__file__).parent)),
     )
     with PeakMemory(lambda: [process.pid for process in psutil.Process(child.pid).children(recursive=True)]) as memory:
         stdout, stderr = child.communicate()

@@ -32,6 +32,7 @@ from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 from kosenttype.labelled_data import Example, attribute_axes, read_labelled_file
 from kosenttype.metrics import classification_metrics
 from kosenttype.prepare_aihub import prepare
+from kosenttype.reporting import combined_labels
 from kosenttype.scratch_models import tiny_encoder_config, train_wordpiece_tokenizer
 from kosenttype.tables import format_table
 from kosenttype.train_hf import PACKAGE_FOLDER, parse_arguments, train
@@ -187,11 +188,6 @@ def prediction_seconds(packages: dict[str, Path], texts: list[str], repeats: int
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def combined(kind: int, attributes: tuple | list) -> str:
-    values = [labels[value] for labels, value in zip(AXES.values(), attributes, strict=True)]
-    return "-".join([SENTENCE_TYPES[kind], *values])
-
-
 def weighting_comparison(folder: Path, files: dict[str, Path], split: dict[str, list], options) -> dict:
     results = {}
     for name, (weighting, sampler) in {**NEURAL_VARIANTS, **(ABLATION_VARIANTS if options.ablation else {})}.items():
@@ -199,15 +195,22 @@ def weighting_comparison(folder: Path, files: dict[str, Path], split: dict[str, 
     for name, class_weight in (("TF-IDF char 1-3 + LogReg", None), ("TF-IDF char 1-3 + LogReg balanced", "balanced")):
         results[name] = tfidf_per_head(split, class_weight, {})[0]["type"]
     print(f"\nencoder: {encoder_summary(options)}, torch threads {options.threads}; R: = recall per type")
-    recall_header = " ".join(f"R:{label}" for label in SENTENCE_TYPES)
     print(f"\ntest split: {len(split['test'])} sentences")
-    print(f"{'variant':<34} {'acc':>6} {'macroF1':>7} {'wF1':>6}  {recall_header}  {'train ex/s':>10} {'pred ex/s':>9}")
-    for name, metrics in results.items():
-        recalls = " ".join(f"{metrics['per_label'][label]['recall']:>7.3f}" for label in SENTENCE_TYPES)
-        print(
-            f"{name:<34} {metrics['accuracy']:>6.4f} {metrics['macro_f1']:>7.4f} {metrics['weighted_f1']:>6.4f}  "
-            f"{recalls}  {metrics['train_examples_per_s']:>10.1f} {metrics['predict_examples_per_s']:>9.1f}"
-        )
+    recalls = [f"R:{label}" for label in SENTENCE_TYPES]
+    header = ["variant", "acc", "macroF1", "wF1", *recalls, "train ex/s", "pred ex/s"]
+    rows = [
+        [
+            name,
+            metrics["accuracy"],
+            metrics["macro_f1"],
+            metrics["weighted_f1"],
+            *(f"{metrics['per_label'][label]['recall']:.3f}" for label in SENTENCE_TYPES),
+            f"{metrics['train_examples_per_s']:.1f}",
+            f"{metrics['predict_examples_per_s']:.1f}",
+        ]
+        for name, metrics in results.items()
+    ]
+    print(format_table(header, rows))
     return results
 
 
@@ -222,8 +225,10 @@ def attribute_comparison(folder: Path, files: dict[str, Path], split: dict[str, 
     packages = {name: folder / name / PACKAGE_FOLDER for name in results}
     seconds = prediction_seconds(packages, [example.text for example in split["test"]], options.repeats)
     metrics, predictions = tfidf_per_head(split, "balanced", AXES)
-    truth = [combined(example.label, example.attributes) for example in split["test"]]
-    guess = [combined(kind, attributes) for kind, *attributes in zip(*predictions.values(), strict=True)]
+    test = split["test"]
+    types, *axis_predictions = predictions.values()
+    truth = combined_labels([e.label for e in test], [e.attributes for e in test], SENTENCE_TYPES, AXES)
+    guess = combined_labels(types, list(zip(*axis_predictions, strict=True)), SENTENCE_TYPES, AXES)
     tfidf = {
         "axes": metrics,
         "combined_exact_match": float(accuracy_score(truth, guess)),
