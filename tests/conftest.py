@@ -59,12 +59,15 @@ def tiny_tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_model"), tiny_tokenizer)
+
+
+def save_tiny_model(folder: Path, tokenizer, seed: int = 0, **config_overrides) -> Path:
     """A saved classifier folder (random weights, seeded) with its tokenizer, as a user would publish it."""
-    torch.manual_seed(0)
-    model = KoSentTypeForSequenceClassification(tiny_config(vocab_size=len(tiny_tokenizer))).eval()
-    folder = tmp_path_factory.mktemp("tiny_model")
+    torch.manual_seed(seed)
+    model = KoSentTypeForSequenceClassification(tiny_config(vocab_size=len(tokenizer), **config_overrides)).eval()
     model.save_pretrained(folder)
-    save_tokenizer_for_hub(tiny_tokenizer, folder, max_length=TINY_MAX_LENGTH)
+    save_tokenizer_for_hub(tokenizer, folder, max_length=TINY_MAX_LENGTH)
     return folder
 
 

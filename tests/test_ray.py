@@ -158,22 +158,27 @@ def test_a_killed_worker_is_retried_and_every_record_written_once(tmp_path, tiny
     base = ["--model", str(tiny_model_dir), "--input", str(source), *COMMON, "--chunk_size", "40"]
     assert main([*base, "--output", str(local)]) == 0
     killed: dict[str, object] = {}
+    run_over = threading.Event()
 
     def kill_a_worker_once_output_flows() -> None:
-        """SIGKILL one model worker as soon as the first records reach the (still temporary) output file."""
+        """SIGKILL one model worker as soon as the first records reach the (still temporary) output file; stop
+        looking once the run is over."""
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
+        while time.monotonic() < deadline and not killed and not run_over.wait(0.02):
             partial = [path for path in tmp_path.glob(".ray.jsonl.*.tmp") if path.stat().st_size > 0]
             workers = model_workers()
             if partial and workers:
                 os.kill(workers[0], signal.SIGKILL)
                 killed.update(pid=workers[0], finished_before=distributed.exists())
-            time.sleep(0.02)
 
     killer = threading.Thread(target=kill_a_worker_once_output_flows, daemon=True)
     killer.start()
-    status = main([*base, "--output", str(distributed), *WORKERS])
-    killer.join(timeout=5)
+    try:
+        status = main([*base, "--output", str(distributed), *WORKERS])
+    finally:
+        run_over.set()
+        killer.join(timeout=5)
+    assert not killer.is_alive()
     assert killed.get("finished_before") is False  # the worker died mid-run
     assert status == 0
     assert distributed.read_bytes() == local.read_bytes()  # every record once, in order, identical

@@ -83,8 +83,8 @@ class ServerProcess:
         self.log = log
         self.stop_signal = stop_signal
         self.health_responses = 0  # requests of ours the server answered, to balance its own counts
-        self.health_statuses: list[int] = []
         self.terminated = False
+        self.startup_deadline = time.monotonic() + STARTUP_SECONDS  # for starting and loading together
         command = [sys.executable, "-m", "kosenttype.serve", "--model", str(model_dir), "--port", "0"]
         with log.open("wb") as stderr:
             self.process = subprocess.Popen(
@@ -105,23 +105,20 @@ class ServerProcess:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
     def _wait_for_url(self) -> str:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline and self.process.poll() is None:
+        while time.monotonic() < self.startup_deadline and self.process.poll() is None:
             if match := re.search(r"listening on (http://\S+);", self.stderr()):
                 return match.group(1)
             time.sleep(0.05)
         raise AssertionError(f"the server did not start: {self.stderr()[-2000:]}")
 
     def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline and self.process.poll() is None:
+        while time.monotonic() < self.startup_deadline and self.process.poll() is None:
             try:
                 status = httpx.get(f"{self.url}/health", timeout=10).status_code
             except httpx.TransportError:
                 time.sleep(0.05)
                 continue
             self.health_responses += 1
-            self.health_statuses.append(status)
             if status == 200:
                 return
             time.sleep(0.05)
@@ -486,16 +483,12 @@ def test_health_is_503_until_the_model_is_loaded(app_in_thread, tiny_model_dir):
 def test_attribute_heads_come_on_classify_and_leave_the_hf_shape_alone(app_in_thread, tiny_tokenizer, tmp_path):
     """A model with attribute heads: /classify gives predict's records, attributes included; POST / and /predict
     keep exactly their protocols' shape; /info lists the heads."""
-    from conftest import tiny_config
+    from conftest import save_tiny_model
 
-    from kosenttype import ATTRIBUTE_LABELS, KoSentTypeForSequenceClassification
+    from kosenttype import ATTRIBUTE_LABELS
     from kosenttype.engine import load_classifier
-    from kosenttype.hub_tokenizer import save_tokenizer_for_hub
 
-    torch.manual_seed(1)
-    config = tiny_config(vocab_size=len(tiny_tokenizer), attributes=ATTRIBUTE_LABELS)
-    KoSentTypeForSequenceClassification(config).eval().save_pretrained(tmp_path / "model")
-    save_tokenizer_for_hub(tiny_tokenizer, tmp_path / "model", max_length=64)
+    save_tiny_model(tmp_path / "model", tiny_tokenizer, seed=1, attributes=ATTRIBUTE_LABELS)
     sentences = SENTENCES[:4]
     (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
     arguments = ["--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.txt")]
