@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterable
+from dataclasses import field
 from typing import Any
 
 from .classifier import PRECISIONS, Classifier, EngineSettings
 from .engine import BACKENDS, load_classifier
 from .errors import KoSentTypeError
+
+
+def option(help: str, default: Any = None, **metadata: Any) -> Any:
+    """A dataclass field as HfArgumentParser reads it: its default (`dataclasses.MISSING`: required) and --help."""
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import functools
 import sys
-from dataclasses import MISSING, dataclass, field
+from dataclasses import MISSING, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from transformers import HfArgumentParser
 
@@ -18,6 +18,7 @@ from kosenttype import run_side_files as side_files
 from kosenttype.atomic_output import refuse_input_as_output, staged_folder
 from kosenttype.checkpoint_architecture import build_config, named_backbone, resolve_architecture, usable_max_length
 from kosenttype.checkpoint_loading import read_checkpoint
+from kosenttype.command_line import option
 from kosenttype.errors import KoSentTypeError, run_command
 from kosenttype.folder_verification import VERIFICATION_SENTENCES, verify_saved_folder
 from kosenttype.hub_publishing import push_folder
@@ -30,15 +31,10 @@ PROGRAM = "kosenttype-convert"
 report = functools.partial(print, flush=True)
 
 
-def option(help: str, default: Any = MISSING, **metadata: Any) -> Any:
-    """A dataclass field as HfArgumentParser reads it: a default (none: required) and its --help text."""
-    return field(default=default, metadata={"help": help, **metadata})
-
-
 @dataclass
 class ConversionArguments:
-    checkpoint: str = option("The training run's checkpoint (torch.save), e.g. RUN/best.pt.")
-    output_dir: str = option("The model folder to create; must not exist unless --overwrite.")
+    checkpoint: str = option("The training run's checkpoint (torch.save), e.g. RUN/best.pt.", MISSING)
+    output_dir: str = option("The model folder to create; must not exist unless --overwrite.", MISSING)
     tokenizer: str | None = option("Tokenizer folder; RUN/tokenizer when not given.", None)
     label_mapping: str | None = option("Label mapping JSON; RUN/label_mapping.json when not given.", None)
     metrics: str | None = option("Metrics JSON for the model card; RUN/best_metrics.json when not given.", None)

@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +36,7 @@ from transformers.utils import is_torch_bf16_gpu_available, is_torch_cuda_availa
 
 from kosenttype import SENTENCE_TYPES, labelled_data, reporting
 from kosenttype.atomic_output import staged_folder, write_text_atomically
+from kosenttype.command_line import option
 from kosenttype.configuration_kosenttype import normalize_loss_weights
 from kosenttype.errors import KoSentTypeError, one_line, run_command
 from kosenttype.hub_publishing import push_folder
@@ -58,27 +59,23 @@ RESUMABLE_TRAINING_ARGUMENTS = (
 )
 
 
-def _option(help_text: str, default: Any = None) -> Any:
-    return field(default=default, metadata={"help": help_text})
-
-
 @dataclass
 class ModelArguments:
     """Where the model starts from: a pretrained encoder, a saved kosenttype model, or a fresh encoder config."""
 
-    model_name_or_path: str = _option(
+    model_name_or_path: str = option(
         "A pretrained encoder (Hub id or folder) to start from with a new head, or a saved kosenttype classifier.",
         RECIPE.model_name_or_path,
     )
-    tokenizer_name: str | None = _option("Tokenizer (Hub id or folder), if not the one of model_name_or_path.")
-    encoder_config: str | None = _option(
+    tokenizer_name: str | None = option("Tokenizer (Hub id or folder), if not the one of model_name_or_path.")
+    encoder_config: str | None = option(
         "Train from scratch: the encoder's configuration, a JSON file or an inline JSON object; model_name_or_path "
         "is then only the tokenizer's fallback."
     )
-    pooling: Literal["mean", "cls"] | None = _option("Sentence pooling (default: mean, or the saved model's).")
-    classifier_dropout: float | None = _option("Dropout before the linear head (default: 0.1, or the saved model's).")
-    license: str = _option("Licence written into the model card.", "apache-2.0")
-    attribute_loss_weight: str | None = _option(
+    pooling: Literal["mean", "cls"] | None = option("Sentence pooling (default: mean, or the saved model's).")
+    classifier_dropout: float | None = option("Dropout before the linear head (default: 0.1, or the saved model's).")
+    license: str = option("Licence written into the model card.", "apache-2.0")
+    attribute_loss_weight: str | None = option(
         "Each attribute axis's weight in the joint loss (the type's is 1): one number, or pairs like "
         "polarity=0.5,tense=1 (default 1)."
     )
@@ -88,31 +85,31 @@ class ModelArguments:
 class DataTrainingArguments:
     """The data, and how the imbalanced classes are weighted, sampled and validated."""
 
-    train_file: str = field(metadata={"help": "Training data: JSON array, JSON Lines, CSV or TSV."})
-    validation_file: str | None = _option("Validation data; without it, a stratified part of train_file is held out.")
-    test_file: str | None = _option("Labelled test data, evaluated once at the end.")
-    text_column: str | None = _option("Column of the sentences (default: sentence, or 문장 in DACON files).")
-    label_column: str | None = _option("Column of the types, as names or ids 0-3 (default: label, or 유형 in DACON).")
-    attribute_columns: str | None = _option(
+    train_file: str = option("Training data: JSON array, JSON Lines, CSV or TSV.", MISSING)
+    validation_file: str | None = option("Validation data; without it, a stratified part of train_file is held out.")
+    test_file: str | None = option("Labelled test data, evaluated once at the end.")
+    text_column: str | None = option("Column of the sentences (default: sentence, or 문장 in DACON files).")
+    label_column: str | None = option("Column of the types, as names or ids 0-3 (default: label, or 유형 in DACON).")
+    attribute_columns: str | None = option(
         "Also train attribute heads, one per axis named here, comma-separated: polarity, tense, certainty "
         "(prepare_aihub.py's columns) or DACON's 극성, 시제, 확실성."
     )
-    validation_split_percentage: int = _option("Percentage of train_file held out when there is no validation.", 10)
-    max_seq_length: int = _option(
+    validation_split_percentage: int = option("Percentage of train_file held out when there is no validation.", 10)
+    max_seq_length: int = option(
         "Longer sentences are truncated to this many tokens (at most what the encoder takes).", RECIPE.max_seq_length
     )
-    class_weighting: Literal["balanced", "inverse_sqrt", "none"] = _option(
+    class_weighting: Literal["balanced", "inverse_sqrt", "none"] = option(
         "Class weights of the loss: balanced = n / (k * n_c), inverse_sqrt = 1 / sqrt(n_c) (mean 1), none.",
         RECIPE.class_weighting,
     )
-    weighted_sampler: bool = _option(
+    weighted_sampler: bool = option(
         "Draw training sentences so every type is equally likely (--no_weighted_sampler: shuffle).",
         RECIPE.weighted_sampler,
     )
-    early_stopping_patience: int = _option(
+    early_stopping_patience: int = option(
         "Stop after this many evaluations without a better metric; 0 never stops.", RECIPE.early_stopping_patience
     )
-    cv_folds: int = _option("Stratified k-fold cross-validation over train_file with k folds (0: off).", 0)
+    cv_folds: int = option("Stratified k-fold cross-validation over train_file with k folds (0: off).", 0)
 
     def __post_init__(self) -> None:
         if self.cv_folds == 1 or self.cv_folds < 0:
@@ -131,11 +128,11 @@ class DataTrainingArguments:
 class KoSentTypeTrainingArguments(TrainingArguments):
     """`TrainingArguments` plus two of ours; `parse_arguments` gives them the recipe's defaults."""
 
-    overwrite_output_dir: bool = _option(
+    overwrite_output_dir: bool = option(
         "Train into an output_dir holding another run: its checkpoints are deleted, its model replaced at the end.",
         False,
     )
-    auto_mixed_precision: bool = _option(
+    auto_mixed_precision: bool = option(
         "Without --bf16/--fp16: bf16 on GPUs that have it, else fp16 on CUDA; fp32 on CPU (--no_...: fp32).", True
     )
 
