@@ -27,8 +27,8 @@ def position_limit(config: Mapping[str, Any]) -> int | None:
 def model_max_length(config: Mapping[str, Any], tokenizer_limit: int | None = None) -> int:
     """The lower of the positions' limit and the tokenizer's `model_max_length` (UNBOUNDED when neither is known)."""
     limits = [position_limit(config), tokenizer_limit]
-    usable = [limit for limit in limits if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < UNBOUNDED]
-    return min(usable, default=UNBOUNDED)
+    usable = [limit for limit in limits if isinstance(limit, int) and not isinstance(limit, bool)]
+    return min([limit for limit in usable if 0 < limit < UNBOUNDED], default=UNBOUNDED)
 
 
 def capped_max_length(requested: int, config: Mapping[str, Any], tokenizer_limit: int | None = None) -> int:
